@@ -1,0 +1,120 @@
+# nindub — GNU Makefile
+#
+#   make            release build: build/release/nindub (+ libnindub.a)
+#   make test       deps, build, run the whole test suite (closing line: N passed, N failed, N skipped)
+#   make check      the test suite built with ASan + UBSan
+#   make fuzz       libFuzzer targets (Debian's clang); FUZZ_SECONDS=60 make fuzz-run
+#   make bench      benchmarks (figures, never pass/fail)
+#   make demo       deps, build, run the main job on a built-in default model
+#   make deps       install missing Debian packages (scripts/deps.sh)
+#
+# Sources are found by wildcard: a new src/<module>/*.c joins libnindub.a, a new
+# tests/test_*.c becomes a test executable, a new fuzz/fuzz_*.c a fuzz target.
+# ISA-specific kernels live under src/kernels/x86/<isa>/ and get only their own -m flags;
+# the rest of the build targets baseline x86-64 and dispatches at run time.
+
+CC      ?= cc
+BUILD   ?= build/release
+OPT     ?= -O2
+WERROR  ?= -Werror
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -Wshadow -Wno-unused-parameter \
+               -Wstrict-prototypes -Wmissing-prototypes -fno-strict-aliasing -g \
+               -Isrc -Iinclude -pthread
+CFLAGS  ?=
+ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(SAN) $(CFLAGS)
+LDLIBS_CORE := -lpcre2-8 -lm -lpthread
+LDLIBS_APP  := -lcjson $(LDLIBS_CORE)
+
+LIB_SRC   := $(filter-out src/main.c src/tools/%,$(wildcard src/*/*.c src/*/*/*.c src/*/*/*/*.c))
+TOOL_SRC  := $(wildcard src/tools/*.c)
+TEST_SRC  := $(wildcard tests/test_*.c)
+BENCH_SRC := $(wildcard bench/bench_*.c)
+FUZZ_SRC  := $(wildcard fuzz/fuzz_*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+TOOL_OBJ := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/src/main.o
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+LIB      := $(BUILD)/libnindub.a
+BIN      := $(BUILD)/nindub
+
+# Per-ISA flags for kernel files (only these files may use the instructions; callers go
+# through the runtime dispatch in src/kernels/).
+ISA_AVX2   := -mavx2 -mfma -mf16c -mbmi2
+ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
+$(BUILD)/obj/src/kernels/x86/avx2/%.o:   ALL_CFLAGS += $(ISA_AVX2)
+$(BUILD)/obj/src/kernels/x86/avx512/%.o: ALL_CFLAGS += $(ISA_AVX512)
+
+.PHONY: all test check fuzz fuzz-run bench demo deps clean test-long
+all: $(BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(TOOL_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) $(TOOL_OBJ) $(LIB) $(LDLIBS_APP) -o $@
+
+$(BUILD)/tests/%: tests/%.c tests/t.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP $< $(LIB) $(LDLIBS_APP) -o $@
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LIB) $(LDLIBS_APP) -o $@
+
+deps: build/.deps-ok
+build/.deps-ok: scripts/deps.sh
+	bash scripts/deps.sh
+	@mkdir -p build && touch $@
+
+# The tests run from the repository root; NINDUB_BIN lets tests drive the CLI.
+test: deps
+	$(MAKE) --no-print-directory $(BIN) $(TESTS)
+	NINDUB_BIN=$(BIN) bash scripts/run-tests.sh $(BUILD)/tests
+
+test-long: deps
+	$(MAKE) --no-print-directory $(BIN) $(TESTS)
+	NINDUB_LONG=1 NINDUB_BIN=$(BIN) bash scripts/run-tests.sh $(BUILD)/tests
+
+check: deps
+	$(MAKE) --no-print-directory BUILD=build/check OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  build/check/nindub $(TESTS:$(BUILD)/%=build/check/%)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  NINDUB_BIN=build/check/nindub bash scripts/run-tests.sh build/check/tests
+
+bench: deps
+	$(MAKE) --no-print-directory $(BIN) $(BENCHES)
+	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+
+demo: deps
+	$(MAKE) --no-print-directory $(BIN)
+	bash scripts/demo.sh $(BIN)
+
+# libFuzzer: the library is rebuilt with clang and coverage instrumentation.
+FUZZ_BUILD := build/fuzz
+FUZZ_SAN   := -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_BINS  := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/%)
+fuzz: deps
+	$(MAKE) --no-print-directory CC=clang BUILD=$(FUZZ_BUILD) OPT=-O1 SAN="$(FUZZ_SAN)" \
+	  $(FUZZ_BUILD)/libnindub.a
+	$(MAKE) --no-print-directory CC=clang BUILD=$(FUZZ_BUILD) OPT=-O1 SAN="$(FUZZ_SAN)" $(FUZZ_BINS)
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libnindub.a
+	clang $(CFLAGS_BASE) -O1 -fsanitize=fuzzer,address,undefined $< $(FUZZ_BUILD)/libnindub.a \
+	  $(LDLIBS_APP) -o $@
+FUZZ_SECONDS ?= 60
+fuzz-run: fuzz
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz-corpus/$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz-corpus/$$n fuzz/seeds/$${n#fuzz_} || exit 1; done
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,33 @@
+/* nindub: one binary, git-style subcommands (see src/tools/). */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/tools.h"
+
+static const nd_tool tools[] = {
+    {"info", tool_info, "show a GGUF model: metadata, hyper-parameters, tensors, totals"},
+    {"tokenize", tool_tokenize, "text -> token ids and pieces (or --ids: ids -> text)"},
+};
+#define N_TOOLS (sizeof tools / sizeof tools[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: nindub <command> [options]   (nindub <command> --help for details)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < N_TOOLS; i++) fprintf(f, "  %-18s %s\n", tools[i].name, tools[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < N_TOOLS; i++)
+        if (!strcmp(argv[1], tools[i].name)) return tools[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "nindub: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,16 @@
+/* Subcommands of the nindub binary. Each lives in src/tools/<name>.c and has the
+ * signature of a main(): it parses its own flags, prints its own errors (stderr) and
+ * returns the process exit status (0 ok, 1 runtime failure, 2 usage error). */
+#ifndef ND_TOOLS_H
+#define ND_TOOLS_H
+
+typedef struct nd_tool {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+    const char *summary;
+} nd_tool;
+
+int tool_info(int argc, char **argv);
+int tool_tokenize(int argc, char **argv);
+
+#endif
