@@ -12,5 +12,7 @@ typedef struct nd_tool {
 
 int tool_info(int argc, char **argv);
 int tool_tokenize(int argc, char **argv);
+int tool_synth(int argc, char **argv);
+int tool_convert_tokenizer(int argc, char **argv);
 
 #endif
