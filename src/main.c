@@ -8,6 +8,7 @@ static const nd_tool tools[] = {
     {"info", tool_info, "show a GGUF model: metadata, hyper-parameters, tensors, totals"},
     {"tokenize", tool_tokenize, "text -> token ids and pieces (or --ids: ids -> text)"},
     {"synth", tool_synth, "write a random-weight model with the shape of a real one"},
+    {"quantize", tool_quantize, "convert a model's weights to another type (q4_k_m, q8_0 ...)"},
     {"convert-tokenizer", tool_convert_tokenizer, "Hugging Face tokenizer.json -> vocabulary-only GGUF"},
 };
 #define N_TOOLS (sizeof tools / sizeof tools[0])

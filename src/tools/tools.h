@@ -13,6 +13,7 @@ typedef struct nd_tool {
 int tool_info(int argc, char **argv);
 int tool_tokenize(int argc, char **argv);
 int tool_synth(int argc, char **argv);
+int tool_quantize(int argc, char **argv);
 int tool_convert_tokenizer(int argc, char **argv);
 
 #endif

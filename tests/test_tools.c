@@ -1,0 +1,221 @@
+/* The nindub binary's subcommands, driven as a user would ($NINDUB_BIN, set by
+ * scripts/run-tests.sh): info, synth, quantize (byte-exact against llama.cpp's files),
+ * and their errors for bad flags and bad files. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gguf/gguf.h"
+#include "t.h"
+
+static const char *bin(void) {
+    const char *b = getenv("NINDUB_BIN");
+    return b && *b && access(b, X_OK) == 0 ? b : NULL;
+}
+
+/* Runs `nindub <args>` (args is a shell fragment), captures stdout+stderr into *out
+ * (caller frees) and returns the exit status (-1 if it did not exit normally). */
+static int run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int run(char **out, const char *fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    nd_buf b = {0};
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, p)) > 0) nd_buf_append(&b, chunk, n);
+    int st = pclose(p);
+    if (!b.data) nd_buf_append(&b, "", 0);
+    if (out) *out = b.data;
+    else nd_buf_free(&b);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define NEED_BIN()                                                                     \
+    do {                                                                               \
+        if (!bin()) T_SKIP("NINDUB_BIN not set (run through make test)");            \
+    } while (0)
+
+static void test_usage_errors(void) {
+    NEED_BIN();
+    char *o;
+    T_EQ_INT(run(&o, "no-such-command"), 2);
+    T_CHECK(strstr(o, "unknown command") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "info --bogus x.gguf"), 2);
+    T_CHECK(strstr(o, "--bogus") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "info"), 2);
+    nd_free(o);
+    T_EQ_INT(run(&o, "quantize a.gguf b.gguf q9_9"), 2);
+    T_CHECK(strstr(o, "q9_9") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "synth --preset nope -o /dev/null"), 2);
+    T_CHECK(strstr(o, "unknown preset") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "quantize -t 0 a b q8_0"), 2);
+    nd_free(o);
+    T_EQ_INT(run(&o, "--help"), 0);
+    T_CHECK(strstr(o, "info") && strstr(o, "quantize"));
+    nd_free(o);
+}
+
+static void test_info_bad_files(void) {
+    NEED_BIN();
+    char *o;
+    T_EQ_INT(run(&o, "info /nonexistent/model.gguf"), 1);
+    T_CHECK(strstr(o, "cannot open") != NULL);
+    nd_free(o);
+    FILE *f = fopen("build/test_tools_bad.gguf", "wb");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    fwrite("GGUF\x03\0\0\0\xff\xff\xff\xff\xff\xff\xff\x7f\0\0\0\0\0\0\0\0", 1, 24, f);
+    fclose(f);
+    T_EQ_INT(run(&o, "info build/test_tools_bad.gguf"), 1);
+    T_CHECKF(strstr(o, "tensor count") != NULL, "%s", o);
+    nd_free(o);
+    unlink("build/test_tools_bad.gguf");
+}
+
+static void test_synth_info_json(void) {
+    NEED_BIN();
+    char *o;
+    int rc = run(&o, "synth --preset tiny --type q8_0 --seed 7 -o build/test_tools_tiny.gguf");
+    T_CHECKF(rc == 0, "%s", o);
+    T_CHECK(strstr(o, "gibberish") != NULL);
+    nd_free(o);
+    if (rc) return;
+    T_EQ_INT(run(&o, "info --json build/test_tools_tiny.gguf"), 0);
+    cJSON *j = cJSON_Parse(o);
+    T_CHECKF(j != NULL, "info --json is not JSON: %.200s", o);
+    if (j) {
+        cJSON *meta = cJSON_GetObjectItem(j, "metadata");
+        cJSON *arch = cJSON_GetObjectItem(meta, "general.architecture");
+        T_CHECK(cJSON_IsString(arch) && !strcmp(arch->valuestring, "llama"));
+        cJSON *tensors = cJSON_GetObjectItem(j, "tensors");
+        T_CHECK(cJSON_GetArraySize(tensors) > 10);
+        T_CHECK(cJSON_GetObjectItem(j, "n_params")->valuedouble > 50000);
+        cJSON_Delete(j);
+    }
+    nd_free(o);
+    /* same seed -> same bytes; another seed -> other bytes */
+    T_EQ_INT(run(NULL, "synth --preset tiny --type q8_0 --seed 7 -o build/test_tools_tiny2.gguf"), 0);
+    T_EQ_INT(system("cmp -s build/test_tools_tiny.gguf build/test_tools_tiny2.gguf"), 0);
+    T_EQ_INT(run(NULL, "synth --preset tiny --type q8_0 --seed 8 -o build/test_tools_tiny2.gguf"), 0);
+    T_CHECK(system("cmp -s build/test_tools_tiny.gguf build/test_tools_tiny2.gguf") != 0);
+    unlink("build/test_tools_tiny.gguf");
+    unlink("build/test_tools_tiny2.gguf");
+}
+
+/* Compares tensor data of two files; returns the number of tensors that differ. */
+static int diff_tensors(const char *a_path, const char *b_path, int *n_same) {
+    nd_err err = {0};
+    gguf_ctx *a = gguf_open(a_path, &err), *b = gguf_open(b_path, &err);
+    T_CHECKF(a && b, "%s", err.msg);
+    int diff = a && b ? 0 : 1;
+    *n_same = 0;
+    for (uint64_t i = 0; a && b && i < a->n_tensors; i++) {
+        const gguf_tensor *t = &a->tensors[i], *u = gguf_find_tensor(b, t->name);
+        if (!u || u->type != t->type || u->nbytes != t->nbytes || memcmp(t->data, u->data, t->nbytes)) {
+            if (diff < 3) fprintf(stderr, "  %s differs (%s vs %s)\n", t->name, nd_type_info(t->type)->name,
+                                  u ? nd_type_info(u->type)->name : "missing");
+            diff++;
+        } else {
+            (*n_same)++;
+        }
+    }
+    gguf_close(a);
+    gguf_close(b);
+    return diff;
+}
+
+/* For every models/synth-llama-<type>.gguf (llama.cpp quantized it "pure" from the f32
+ * file): `nindub quantize --pure` must give byte-identical tensors. */
+static void test_quantize_matches_llamacpp(void) {
+    NEED_BIN();
+    const char *fx = t_fixtures();
+    if (!fx) T_SKIP("fixtures not found");
+    char dir[1024], f32[1200];
+    snprintf(dir, sizeof dir, "%s/models", fx);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int checked = 0;
+    while (d && (e = readdir(d))) {
+        char arch[64], type[32];
+        if (sscanf(e->d_name, "synth-%63[^-]-%31[^.].gguf", arch, type) != 2 || !strcmp(type, "f32")) continue;
+        snprintf(f32, sizeof f32, "%s/synth-%s-f32.gguf", dir, arch);
+        if (access(f32, R_OK)) continue;
+        char *o;
+        int rc = run(&o, "quantize --pure -t 2 %s build/test_tools_q.gguf %s", f32, type);
+        T_CHECKF(rc == 0, "%s %s: %s", arch, type, o);
+        nd_free(o);
+        if (rc) continue;
+        char ref[1400];
+        snprintf(ref, sizeof ref, "%s/%s", dir, e->d_name);
+        int same, diff = diff_tensors("build/test_tools_q.gguf", ref, &same);
+        T_CHECKF(diff == 0, "%s: %d tensors differ from llama.cpp's", e->d_name, diff);
+        printf("  %-28s %d/%d tensors byte-identical\n", e->d_name, same, same + diff);
+        checked++;
+    }
+    if (d) closedir(d);
+    unlink("build/test_tools_q.gguf");
+    T_CHECK(checked >= 10);
+}
+
+static void test_quantize_recipe_and_errors(void) {
+    NEED_BIN();
+    char *o;
+    int rc = run(&o, "synth --preset tiny --layers 8 --type f32 -o build/test_tools_f32.gguf");
+    T_CHECKF(rc == 0, "%s", o);
+    nd_free(o);
+    if (rc) return;
+    /* tiny rows are 64 long: K-quants fall back, and the summary says so */
+    rc = run(&o, "quantize build/test_tools_f32.gguf build/test_tools_qm.gguf q4_k_m");
+    T_CHECKF(rc == 0, "%s", o);
+    T_CHECK(strstr(o, "fallback") != NULL);
+    nd_free(o);
+    nd_err err = {0};
+    gguf_ctx *g = gguf_open("build/test_tools_qm.gguf", &err);
+    T_CHECKF(g != NULL, "%s", err.msg);
+    if (g) {
+        const gguf_tensor *t = gguf_find_tensor(g, "blk.0.attn_q.weight");
+        T_CHECK(t && t->type == ND_TYPE_Q5_0); /* Q4_K -> Q5_0 fallback for 64-long rows */
+        t = gguf_find_tensor(g, "blk.0.ffn_down.weight"); /* more-bits layer: Q6_K -> Q8_0 */
+        T_CHECK(t && t->type == ND_TYPE_Q8_0);
+        t = gguf_find_tensor(g, "blk.0.attn_norm.weight");
+        T_CHECK(t && t->type == ND_TYPE_F32);
+        uint32_t ft;
+        T_CHECK(gguf_get_u32(g, "general.file_type", &ft, NULL) == 0 && ft == 15);
+        gguf_close(g);
+    }
+    /* quantized input needs --allow-requantize */
+    T_EQ_INT(run(&o, "quantize build/test_tools_qm.gguf build/test_tools_q2.gguf q4_0"), 1);
+    T_CHECK(strstr(o, "--allow-requantize") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "quantize --allow-requantize build/test_tools_qm.gguf build/test_tools_q2.gguf q8_0"), 0);
+    nd_free(o);
+    T_EQ_INT(run(&o, "quantize build/test_tools_f32.gguf build/test_tools_f32.gguf q8_0"), 2);
+    nd_free(o);
+    T_EQ_INT(run(&o, "quantize /nonexistent.gguf build/x.gguf q8_0"), 1);
+    T_CHECK(strstr(o, "cannot open") != NULL);
+    nd_free(o);
+    unlink("build/test_tools_f32.gguf");
+    unlink("build/test_tools_qm.gguf");
+    unlink("build/test_tools_q2.gguf");
+}
+
+int main(void) {
+    T_RUN(test_usage_errors);
+    T_RUN(test_info_bad_files);
+    T_RUN(test_synth_info_json);
+    T_RUN(test_quantize_matches_llamacpp);
+    T_RUN(test_quantize_recipe_and_errors);
+    return t_done();
+}
