@@ -45,7 +45,15 @@ ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnn
 $(BUILD)/obj/src/kernels/x86/avx2/%.o:   ALL_CFLAGS += $(ISA_AVX2)
 $(BUILD)/obj/src/kernels/x86/avx512/%.o: ALL_CFLAGS += $(ISA_AVX512)
 
-.PHONY: hf-tokenizers all test check fuzz fuzz-run bench demo deps clean test-long
+# The git revision goes into benchmark records; bench.o is rebuilt when it changes.
+GIT_REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- src 2>/dev/null || echo -dirty)
+$(BUILD)/obj/src/tools/bench.o: ALL_CFLAGS += -DND_GIT_REV=\"$(GIT_REV)\"
+$(BUILD)/obj/src/tools/bench.o: $(BUILD)/gen/rev
+$(BUILD)/gen/rev: FORCE
+	@mkdir -p $(dir $@); echo '$(GIT_REV)' | cmp -s - $@ || echo '$(GIT_REV)' > $@
+FORCE:
+
+.PHONY: FORCE hf-tokenizers all test check fuzz fuzz-run bench demo deps clean test-long
 all: $(BIN)
 
 $(BUILD)/obj/%.o: %.c

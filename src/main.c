@@ -5,10 +5,13 @@
 #include "tools/tools.h"
 
 static const nd_tool tools[] = {
+    {"run", tool_run, "generate text from a prompt (streamed), with speed figures"},
     {"info", tool_info, "show a GGUF model: metadata, hyper-parameters, tensors, totals"},
     {"tokenize", tool_tokenize, "text -> token ids and pieces (or --ids: ids -> text)"},
     {"synth", tool_synth, "write a random-weight model with the shape of a real one"},
     {"quantize", tool_quantize, "convert a model's weights to another type (q4_k_m, q8_0 ...)"},
+    {"perplexity", tool_perplexity, "perplexity of a text (llama.cpp protocol), KL-divergence vs a reference"},
+    {"bench", tool_bench, "prompt and generation speed, llama-bench compatible output"},
     {"convert-tokenizer", tool_convert_tokenizer, "Hugging Face tokenizer.json -> vocabulary-only GGUF"},
 };
 #define N_TOOLS (sizeof tools / sizeof tools[0])

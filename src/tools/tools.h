@@ -11,9 +11,12 @@ typedef struct nd_tool {
 } nd_tool;
 
 int tool_info(int argc, char **argv);
+int tool_run(int argc, char **argv);
 int tool_tokenize(int argc, char **argv);
 int tool_synth(int argc, char **argv);
 int tool_quantize(int argc, char **argv);
+int tool_perplexity(int argc, char **argv);
+int tool_bench(int argc, char **argv);
 int tool_convert_tokenizer(int argc, char **argv);
 
 #endif

@@ -1,0 +1,283 @@
+/* nindub bench: llama-bench-style speed measurement.
+ *
+ *   nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-o md|csv|json|jsonl]
+ *
+ * Tests: "ppN" runs N prompt tokens in one batched forward pass from an empty cache;
+ * "tgN" decodes N tokens one at a time from an empty cache. Each test runs once to warm
+ * up, then -r times; samples_ts are tokens/s per repetition. Records use llama-bench's
+ * field names so scripts written for it work unchanged, plus nindub's git revision and
+ * the model file's sha256 (cached by path, size and mtime under $XDG_CACHE_HOME/nindub).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/sha256.h"
+#include "model/model.h"
+#include "tools/tools.h"
+
+#ifndef ND_GIT_REV
+#define ND_GIT_REV "unknown"
+#endif
+
+#define MAX_LIST 16
+
+typedef struct int_list {
+    long v[MAX_LIST];
+    int n;
+} int_list;
+
+static int parse_list(const char *s, int_list *l, long lo, long hi) {
+    l->n = 0;
+    while (*s) {
+        char *end;
+        errno = 0;
+        long x = strtol(s, &end, 10);
+        if (end == s || errno || x < lo || x > hi || l->n == MAX_LIST) return -1;
+        l->v[l->n++] = x;
+        if (*end == ',') end++;
+        else if (*end) return -1;
+        s = end;
+    }
+    return l->n ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- sha256 */
+
+static void cache_path(char *out, size_t cap) {
+    const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (x && *x) snprintf(out, cap, "%s/nindub", x);
+    else snprintf(out, cap, "%s/.cache/nindub", home && *home ? home : "/tmp");
+}
+
+/* sha256 of the file, from the cache when path, size and mtime match. */
+static int file_sha256(const char *path, const void *data, size_t size, char hex[65]) {
+    char real[PATH_MAX], dir[PATH_MAX], cache[PATH_MAX + 32], line[PATH_MAX + 160];
+    struct stat st;
+    if (!realpath(path, real) || stat(real, &st)) return -1;
+    long long mt = (long long)st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec;
+    cache_path(dir, sizeof dir);
+    snprintf(cache, sizeof cache, "%s/sha256.tsv", dir);
+    FILE *f = fopen(cache, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        char p[PATH_MAX], h[65];
+        long long sz, m;
+        if (sscanf(line, "%4095[^\t]\t%lld\t%lld\t%64s", p, &sz, &m, h) == 4 && !strcmp(p, real) &&
+            sz == (long long)st.st_size && m == mt && strlen(h) == 64) {
+            memcpy(hex, h, 65);
+            fclose(f);
+            return 0;
+        }
+    }
+    if (f) fclose(f);
+    nd_sha256 s;
+    uint8_t d[32];
+    nd_sha256_init(&s);
+    nd_sha256_update(&s, data, size);
+    nd_sha256_final(&s, d);
+    nd_sha256_hex(d, hex);
+    char cmd_dir[PATH_MAX];
+    snprintf(cmd_dir, sizeof cmd_dir, "%s", dir);
+    for (char *q = cmd_dir + 1; *q; q++) /* mkdir -p */
+        if (*q == '/') { *q = 0; mkdir(cmd_dir, 0755); *q = '/'; }
+    mkdir(cmd_dir, 0755);
+    if ((f = fopen(cache, "a"))) {
+        fprintf(f, "%s\t%lld\t%lld\t%s\n", real, (long long)st.st_size, mt, hex);
+        fclose(f);
+    }
+    return 0;
+}
+
+/* ----------------------------------------------------------------- tests */
+
+typedef struct result {
+    long n_prompt, n_gen;
+    int threads;
+    double samples[64];
+    int n_samples;
+    double avg, sd;
+} result;
+
+static int run_once(model_ctx *ctx, const int32_t *toks, long n_prompt, long n_gen, float *logits,
+                    double *secs, nd_err *err) {
+    double t0 = nd_time_s();
+    if (n_prompt > 0) {
+        int rc = model_forward(ctx, toks, (int)n_prompt, 0, logits, MODEL_LOGITS_LAST, err);
+        if (rc) return rc;
+    }
+    for (long i = 0; i < n_gen; i++) {
+        int rc = model_forward(ctx, toks + i, 1, i, logits, MODEL_LOGITS_LAST, err);
+        if (rc) return rc;
+    }
+    *secs = nd_time_s() - t0;
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-o md|csv|json|jsonl]\n"
+               "  -p, -n, -t take comma-separated lists (e.g. -t 1,2); -p 0 / -n 0 skip a test\n"
+               "  --kv f16|f32   KV cache type (default f16)\n");
+}
+
+static void model_type_str(const model_t *m, const char *file_type, char *out, size_t cap) {
+    double p = 0;
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) p += (double)m->gguf->tensors[i].n_elems;
+    if (p >= 1e9) snprintf(out, cap, "%s %.0fB %s", m->hp.arch_name, round(p / 1e9), file_type);
+    else snprintf(out, cap, "%s %.0fM %s", m->hp.arch_name, round(p / 1e6), file_type);
+}
+
+/* Most common quantized type among the 2-D weights, as a llama.cpp-style name. */
+static const char *dominant_type(const gguf_ctx *g) {
+    uint64_t bytes[ND_TYPE_COUNT] = {0};
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (g->tensors[i].n_dims >= 2) bytes[g->tensors[i].type] += g->tensors[i].n_elems;
+    int best = 0;
+    for (int t = 1; t < ND_TYPE_COUNT; t++)
+        if (bytes[t] > bytes[best]) best = t;
+    return nd_type_info((uint32_t)best)->name;
+}
+
+int tool_bench(int argc, char **argv) {
+    const char *path = NULL, *fmt = "md";
+    int_list pp = {{512}, 1}, tg = {{128}, 1}, th = {{0}, 1};
+    long reps = 5;
+    uint32_t kv = ND_TYPE_F16;
+    th.v[0] = nd_pool_default_threads();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-m") && has) path = argv[++i];
+        else if (!strcmp(a, "-o") && has) fmt = argv[++i];
+        else if (!strcmp(a, "-p") && has) { if (parse_list(argv[++i], &pp, 0, 1 << 20)) goto bad; }
+        else if (!strcmp(a, "-n") && has) { if (parse_list(argv[++i], &tg, 0, 1 << 20)) goto bad; }
+        else if (!strcmp(a, "-t") && has) { if (parse_list(argv[++i], &th, 1, ND_POOL_MAX_THREADS)) goto bad; }
+        else if (!strcmp(a, "-r") && has) {
+            int_list r;
+            if (parse_list(argv[++i], &r, 1, 64) || r.n != 1) goto bad;
+            reps = r.v[0];
+        } else if (!strcmp(a, "--kv") && has) {
+            const char *k = argv[++i];
+            if (!strcmp(k, "f16")) kv = ND_TYPE_F16;
+            else if (!strcmp(k, "f32")) kv = ND_TYPE_F32;
+            else goto bad;
+        } else {
+        bad:
+            fprintf(stderr, "nindub bench: bad or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!path || (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json") && strcmp(fmt, "jsonl"))) {
+        usage(stderr);
+        return 2;
+    }
+    nd_err err = {0};
+    model_t *m = model_load(path, &err);
+    if (!m) { fprintf(stderr, "nindub bench: %s\n", err.msg); return 1; }
+    char sha[65] = "unknown", mtype[128];
+    file_sha256(path, m->gguf->map.data, m->gguf->map.size, sha);
+    const char *ftype = dominant_type(m->gguf);
+    model_type_str(m, ftype, mtype, sizeof mtype);
+    uint64_t params = 0, msize = 0;
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+        params += m->gguf->tensors[i].n_elems;
+        msize += m->gguf->tensors[i].nbytes;
+    }
+    long max_tok = 1;
+    for (int i = 0; i < pp.n; i++) max_tok = pp.v[i] > max_tok ? pp.v[i] : max_tok;
+    for (int i = 0; i < tg.n; i++) max_tok = tg.v[i] > max_tok ? tg.v[i] : max_tok;
+    int32_t *toks = nd_malloc((size_t)max_tok * sizeof *toks);
+    float *logits = nd_malloc((size_t)m->hp.n_vocab * sizeof *logits);
+    result res[2 * MAX_LIST * MAX_LIST];
+    int n_res = 0, rc = 1;
+    if (!toks || !logits) { fprintf(stderr, "nindub bench: out of memory\n"); goto done; }
+    uint64_t st = 12345;
+    for (long i = 0; i < max_tok; i++) { /* fixed pseudo-random prompt: speed only */
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        toks[i] = (int32_t)((st >> 33) % (uint64_t)m->hp.n_vocab);
+    }
+    time_t now = time(NULL);
+    char test_time[32];
+    strftime(test_time, sizeof test_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    for (int ti = 0; ti < th.n; ti++) {
+        model_ctx_params cp = model_ctx_default_params();
+        cp.n_ctx = max_tok + 1;
+        cp.n_threads = (int)th.v[ti];
+        cp.n_batch = (int)(max_tok < 512 ? max_tok : 512);
+        cp.kv_type = kv;
+        model_ctx *ctx = model_ctx_new(m, &cp, &err);
+        if (!ctx) { fprintf(stderr, "nindub bench: %s\n", err.msg); goto done; }
+        for (int kind = 0; kind < 2; kind++) {
+            const int_list *l = kind ? &tg : &pp;
+            for (int li = 0; li < l->n; li++) {
+                if (!l->v[li]) continue;
+                result *r = &res[n_res++];
+                memset(r, 0, sizeof *r);
+                r->threads = (int)th.v[ti];
+                r->n_prompt = kind ? 0 : l->v[li];
+                r->n_gen = kind ? l->v[li] : 0;
+                double s;
+                for (long rep = -1; rep < reps; rep++) { /* rep -1: warm-up */
+                    if (run_once(ctx, toks, r->n_prompt, r->n_gen, logits, &s, &err)) {
+                        fprintf(stderr, "nindub bench: %s\n", err.msg);
+                        model_ctx_free(ctx);
+                        goto done;
+                    }
+                    if (rep >= 0) r->samples[r->n_samples++] = (double)(r->n_prompt + r->n_gen) / s;
+                }
+                double sum = 0, sq = 0;
+                for (int k = 0; k < r->n_samples; k++) sum += r->samples[k];
+                r->avg = sum / r->n_samples;
+                for (int k = 0; k < r->n_samples; k++) sq += (r->samples[k] - r->avg) * (r->samples[k] - r->avg);
+                r->sd = r->n_samples > 1 ? sqrt(sq / (r->n_samples - 1)) : 0;
+                if (!strcmp(fmt, "md") && n_res == 1)
+                    printf("| model | size | params | backend | threads | test | t/s |\n"
+                           "| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
+                if (!strcmp(fmt, "md")) {
+                    char test[32];
+                    snprintf(test, sizeof test, "%s%ld", r->n_prompt ? "pp" : "tg", r->n_prompt ? r->n_prompt : r->n_gen);
+                    printf("| %s | %.2f MiB | %.2f M | CPU | %d | %s | %.2f ± %.2f |\n", mtype,
+                           (double)msize / 1048576.0, (double)params / 1e6, r->threads, test, r->avg, r->sd);
+                } else if (!strcmp(fmt, "csv") && n_res == 1) {
+                    printf("build_commit,model_filename,model_type,model_size,model_n_params,model_sha256,n_batch,"
+                           "n_threads,type_k,type_v,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts\n");
+                }
+                if (!strcmp(fmt, "csv"))
+                    printf("%s,\"%s\",\"%s\",%llu,%llu,%s,%d,%d,%s,%s,%ld,%ld,%s,%.0f,%.0f,%.6f,%.6f\n", ND_GIT_REV, path,
+                           mtype, (unsigned long long)msize, (unsigned long long)params, sha, cp.n_batch, r->threads,
+                           nd_type_info(kv)->name, nd_type_info(kv)->name, r->n_prompt, r->n_gen, test_time,
+                           1e9 * (double)(r->n_prompt + r->n_gen) / r->avg, 0.0, r->avg, r->sd);
+                if (!strcmp(fmt, "json") || !strcmp(fmt, "jsonl")) {
+                    bool pretty = !strcmp(fmt, "json");
+                    if (pretty) printf(n_res == 1 ? "[\n" : ",\n");
+                    printf("%s{\"build_commit\": \"%s\", \"model_filename\": \"%s\", \"model_type\": \"%s\", "
+                           "\"model_size\": %llu, \"model_n_params\": %llu, \"model_sha256\": \"%s\", "
+                           "\"backends\": \"CPU\", \"n_batch\": %d, \"n_threads\": %d, \"type_k\": \"%s\", "
+                           "\"type_v\": \"%s\", \"n_prompt\": %ld, \"n_gen\": %ld, \"test_time\": \"%s\", "
+                           "\"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ts\": [",
+                           pretty ? "  " : "", ND_GIT_REV, path, mtype, (unsigned long long)msize,
+                           (unsigned long long)params, sha, cp.n_batch, r->threads, nd_type_info(kv)->name,
+                           nd_type_info(kv)->name, r->n_prompt, r->n_gen, test_time, r->avg, r->sd);
+                    for (int k = 0; k < r->n_samples; k++) printf("%s%.6f", k ? ", " : "", r->samples[k]);
+                    printf("]}%s", pretty ? "" : "\n");
+                }
+                fflush(stdout);
+            }
+        }
+        model_ctx_free(ctx);
+    }
+    if (!strcmp(fmt, "json")) printf(n_res ? "\n]\n" : "[]\n");
+    if (!strcmp(fmt, "md")) printf("\nbuild: %s, model sha256 %s\n", ND_GIT_REV, sha);
+    rc = 0;
+done:
+    nd_free(toks);
+    nd_free(logits);
+    model_free(m);
+    return rc;
+}
