@@ -1,0 +1,189 @@
+/* Kernel selection (scalar table from quant/, ISA overrides by cpuid) and the threaded,
+ * tiled matmul every weight product of the model goes through. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "quant/quant.h"
+
+/* ------------------------------------------------------- scalar entries */
+
+/* quant/ exposes one generic q_vec_dot(wtype, .., atype, ..); the table wants one function
+ * per weight type, so each supported type gets a two-line wrapper. */
+#define K_SCALAR(T, A)                                                                   \
+    static float dot_##T(const void *w, const void *a, int64_t n) {                      \
+        return q_vec_dot(ND_TYPE_##T, w, ND_TYPE_##A, a, n);                             \
+    }                                                                                    \
+    static int quant_##T(const float *x, void *dst, int64_t n) {                        \
+        return q_quantize_act(ND_TYPE_##A, x, dst, n);                                   \
+    }
+K_SCALAR(F32, F32)
+K_SCALAR(F16, F16)
+K_SCALAR(BF16, BF16)
+K_SCALAR(Q4_0, Q8_0)
+K_SCALAR(Q4_1, Q8_1)
+K_SCALAR(Q5_0, Q8_0)
+K_SCALAR(Q5_1, Q8_1)
+K_SCALAR(Q8_0, Q8_0)
+K_SCALAR(Q2_K, Q8_K)
+K_SCALAR(Q3_K, Q8_K)
+K_SCALAR(Q4_K, Q8_K)
+K_SCALAR(Q5_K, Q8_K)
+K_SCALAR(Q6_K, Q8_K)
+#undef K_SCALAR
+
+static void set_scalar(k_kernels *k) {
+#define E(T) k->ops[ND_TYPE_##T] = (k_ops){"scalar", q_vec_dot_type(ND_TYPE_##T), dot_##T, quant_##T}
+    E(F32); E(F16); E(BF16); E(Q4_0); E(Q4_1); E(Q5_0); E(Q5_1); E(Q8_0);
+    E(Q2_K); E(Q3_K); E(Q4_K); E(Q5_K); E(Q6_K);
+#undef E
+}
+
+const char *k_isa_name(k_isa isa) {
+    switch (isa) {
+    case K_ISA_SCALAR: return "scalar";
+    case K_ISA_AVX2: return "avx2";
+    case K_ISA_AVX512: return "avx512";
+    default: return "best";
+    }
+}
+
+static k_isa cpu_isa(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return K_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return K_ISA_AVX2;
+#endif
+    return K_ISA_SCALAR;
+}
+
+void k_select(k_kernels *k, k_isa want) {
+    memset(k, 0, sizeof *k);
+    set_scalar(k);
+    k_isa have = cpu_isa();
+    k->isa = want < have ? want : have;
+    /* ISA entries register here, lowest first so higher ones override, e.g.
+     *   if (k->isa >= K_ISA_AVX2) k_avx2_register(k);
+     * No SIMD kernels exist yet: everything runs the quant/ reference. */
+    k->isa = K_ISA_SCALAR;
+}
+
+int k_check(const k_kernels *k, uint32_t wtype, int64_t K, nd_err *err) {
+    const nd_type_traits *tr = nd_type_info(wtype);
+    if (!tr || wtype >= ND_TYPE_COUNT || !k->ops[wtype].vec_dot)
+        return nd_seterr(err, ND_EUNSUPPORTED, "no matmul kernel for weight type %s (%u)",
+                         tr && tr->name ? tr->name : "unknown", wtype);
+    if (K <= 0 || K % tr->blck != 0 || q_row_size(k->ops[wtype].atype, K) == 0)
+        return nd_seterr(err, ND_EFORMAT,
+                         "row length %lld is not a multiple of the %s block (%u)", (long long)K,
+                         tr->name, tr->blck);
+    return 0;
+}
+
+void k_scratch_free(k_scratch *s) {
+    nd_free(s->data);
+    s->data = NULL;
+    s->cap = 0;
+}
+
+static int scratch_reserve(k_scratch *s, size_t n) {
+    if (n <= s->cap) return 0;
+    void *d = nd_malloc(n);
+    if (!d) return ND_ENOMEM;
+    nd_free(s->data);
+    s->data = d;
+    s->cap = n;
+    return 0;
+}
+
+/* --------------------------------------------------------------- matmul */
+
+typedef struct mm_job {
+    const k_ops *ops;
+    const uint8_t *W;   /* N rows of w_row bytes */
+    size_t w_row;
+    const uint8_t *A;   /* M activation rows of a_row bytes */
+    size_t a_row;
+    const float *X;     /* for the quantize pass */
+    int64_t K, N, M;
+    float *Y;           /* [M][N] */
+    int64_t chunk;      /* output rows per work item */
+    _Atomic int64_t next;
+    _Atomic int status; /* first quantize error */
+} mm_job;
+
+#define MM_TOKEN_BLOCK 16 /* tokens sharing one weight row while it is hot in L1 */
+
+static void mm_quantize_worker(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    for (int64_t m = ith; m < j->M; m += nth) {
+        int rc = j->ops->quantize(j->X + m * j->K, (uint8_t *)j->A + m * j->a_row, j->K);
+        if (rc) atomic_store(&j->status, rc);
+    }
+}
+
+static void mm_dot_worker(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    (void)ith;
+    (void)nth;
+    const k_vec_dot_fn dot = j->ops->vec_dot;
+    for (;;) {
+        int64_t r0 = atomic_fetch_add_explicit(&j->next, j->chunk, memory_order_relaxed);
+        if (r0 >= j->N) break;
+        int64_t r1 = r0 + j->chunk < j->N ? r0 + j->chunk : j->N;
+        if (j->M == 1) {
+            for (int64_t r = r0; r < r1; r++) j->Y[r] = dot(j->W + r * j->w_row, j->A, j->K);
+            continue;
+        }
+        for (int64_t t0 = 0; t0 < j->M; t0 += MM_TOKEN_BLOCK) {
+            int64_t t1 = t0 + MM_TOKEN_BLOCK < j->M ? t0 + MM_TOKEN_BLOCK : j->M;
+            for (int64_t r = r0; r < r1; r++) {
+                const uint8_t *w = j->W + r * j->w_row;
+                for (int64_t t = t0; t < t1; t++)
+                    j->Y[t * j->N + r] = dot(w, j->A + t * j->a_row, j->K);
+            }
+        }
+    }
+}
+
+int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
+             const float *X, int64_t M, float *Y, nd_err *err) {
+    int rc = k_check(env->kern, wtype, K, err);
+    if (rc) return rc;
+    if (N <= 0 || M <= 0) return 0;
+    const k_ops *ops = &env->kern->ops[wtype];
+    int nth = nd_pool_size(env->pool);
+    mm_job j = {.ops = ops, .W = W, .w_row = q_row_size(wtype, K), .X = X, .K = K, .N = N,
+                .M = M, .Y = Y};
+    j.a_row = q_row_size(ops->atype, K);
+    if (ops->atype == ND_TYPE_F32) {
+        j.A = (const uint8_t *)X; /* already in the activation format */
+    } else {
+        if (scratch_reserve(env->scratch, (size_t)M * j.a_row))
+            return nd_seterr(err, ND_ENOMEM, "out of memory for %lld activation rows",
+                             (long long)M);
+        j.A = env->scratch->data;
+        if (M >= 4 && nth > 1)
+            nd_pool_run(env->pool, mm_quantize_worker, &j);
+        else
+            mm_quantize_worker(&j, 0, 1);
+        if (atomic_load(&j.status))
+            return nd_seterr(err, atomic_load(&j.status), "cannot quantize activations to %s",
+                             nd_type_info(ops->atype)->name);
+    }
+    /* Work items: for decode about 8 per thread (balances uneven cores); for prefill a
+     * block of rows whose weights stay in L2 while all token blocks pass over them. */
+    int64_t items = (int64_t)nth * 8;
+    j.chunk = (N + items - 1) / items;
+    if (M > 1 && j.chunk > 16) j.chunk = 16;
+    if (j.chunk < 1) j.chunk = 1;
+    if (nth == 1 || N * M < 64)
+        mm_dot_worker(&j, 0, 1);
+    else
+        nd_pool_run(env->pool, mm_dot_worker, &j);
+    return 0;
+}

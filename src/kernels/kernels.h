@@ -1,0 +1,82 @@
+/* nindub kernels: the matrix products the model runs, on the best ISA this CPU has.
+ *
+ * Dispatch. k_select() fills a k_kernels table once (per model context): for every weight
+ * type a k_ops entry — the activation format, the function that converts an activation
+ * row to it, the weight-row · activation-row dot, and the name of the implementation.
+ * The scalar entries call the quant/ reference (the oracle); ISA files under
+ * kernels/x86/<isa>/ provide faster entries with the same semantics, and k_select
+ * overwrites the scalar entry for the types they cover when cpuid says the ISA is there.
+ * A new kernel is therefore one function + one line in the selection for its ISA.
+ *
+ * Matmul. k_matmul computes Y[m][n] = sum_k W[n][k] * X[m][k] (W: N rows of K elements in
+ * its storage type, one row per output feature — the GGUF layout, ne0 = K, ne1 = N).
+ * It quantizes each row of X once into the scratch, then splits output rows across the
+ * thread pool. For M > 1 (prefill) it tiles rows x tokens so each weight row loaded into
+ * cache is reused for a block of tokens.
+ */
+#ifndef ND_KERNELS_H
+#define ND_KERNELS_H
+
+#include "core/nd.h"
+#include "core/pool.h"
+
+/* dot of one weight row (wtype) and one activation row (the entry's atype), n elements */
+typedef float (*k_vec_dot_fn)(const void *wrow, const void *arow, int64_t n);
+/* x[n] -> activation row in the entry's atype; returns 0 or ND_E* */
+typedef int (*k_quantize_fn)(const float *x, void *dst, int64_t n);
+
+typedef struct k_ops {
+    const char *name;        /* implementation, e.g. "scalar", "avx2"; NULL = unsupported */
+    uint32_t atype;          /* activation format (q_vec_dot_type(wtype)) */
+    k_vec_dot_fn vec_dot;
+    k_quantize_fn quantize;  /* converts activations to atype */
+} k_ops;
+
+typedef enum k_isa {
+    K_ISA_SCALAR = 0,
+    K_ISA_AVX2 = 1,
+    K_ISA_AVX512 = 2,
+    K_ISA_BEST = 99, /* whatever the CPU supports */
+} k_isa;
+
+typedef struct k_kernels {
+    k_isa isa;                  /* what was selected */
+    k_ops ops[ND_TYPE_COUNT];   /* by weight type */
+} k_kernels;
+
+/* Fill k with the scalar entries, then with the best ISA <= want the CPU supports. */
+void k_select(k_kernels *k, k_isa want);
+const char *k_isa_name(k_isa isa);
+
+/* 0 if k has a kernel for weight type wtype with rows of K elements; otherwise an error
+ * naming the type (ND_EUNSUPPORTED) or the bad length (ND_EFORMAT). */
+int k_check(const k_kernels *k, uint32_t wtype, int64_t K, nd_err *err);
+
+/* Grow-only scratch for quantized activations; owned by the caller (one per context). */
+typedef struct k_scratch {
+    void *data;
+    size_t cap;
+} k_scratch;
+void k_scratch_free(k_scratch *s);
+
+/* Everything a matmul needs besides its operands. */
+typedef struct k_env {
+    const k_kernels *kern;
+    nd_pool *pool;       /* NULL = single-threaded */
+    k_scratch *scratch;
+} k_env;
+
+/* Y[M][N] = X[M][K] · W^T, W = N rows of K elements of type wtype (row stride = row bytes).
+ * K must be a multiple of the type's block size (k_check). Returns 0, ND_ENOMEM (scratch)
+ * or ND_EUNSUPPORTED / ND_EFORMAT (as k_check). */
+int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
+             const float *X, int64_t M, float *Y, nd_err *err);
+
+/* One dot product with the selected kernel (used by attention over the KV cache, whose
+ * rows are F16 or F32 and whose "activation" q is converted once by the caller). */
+static inline float k_dot(const k_kernels *k, uint32_t wtype, const void *w, const void *a,
+                          int64_t n) {
+    return k->ops[wtype].vec_dot(w, a, n);
+}
+
+#endif

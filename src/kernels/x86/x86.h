@@ -1,0 +1,60 @@
+/* nindub kernels, x86: the AVX2 and AVX-512 entries k_select installs over the scalar
+ * table (see kernels/kernels.h for the contract every entry keeps).
+ *
+ * Files under kernels/x86/avx2/ are compiled with -mavx2 -mfma -mf16c -mbmi2, files under
+ * kernels/x86/avx512/ additionally with AVX-512 F/BW/VL/DQ/VNNI/BF16. Nothing here may be
+ * called unless cpuid says the ISA is present; the install functions are the only entry
+ * points dispatch.c uses, the per-kernel functions are exported for the tests and benches.
+ *
+ * Semantics (same as quant/'s reference, the oracle):
+ *   - activation quantizers (F32 -> Q8_0 / Q8_1 / Q8_K / F16 / BF16) write bytes identical
+ *     to q_quantize_act for finite inputs (same scale arithmetic, same rounding: roundf for
+ *     Q8_0/Q8_1, nearest-even for Q8_K and F16/BF16);
+ *   - integer parts of the dots are exact; only the float accumulation order differs from
+ *     the reference (per-lane partial sums, FMA);
+ *   - preconditions inherited from the reference's activation formats: Q8_0 / Q8_1 / Q8_K
+ *     activation quants lie in [-127, 127] (what the quantizers produce); weight quants
+ *     may be any byte (a Q8_0 weight of -128 is fine);
+ *   - rows are unaligned (GGUF blocks of 18, 34, 210 ... bytes): unaligned loads only.
+ */
+#ifndef ND_KERNELS_X86_H
+#define ND_KERNELS_X86_H
+
+#include "kernels/kernels.h"
+
+/* Requires AVX2 + FMA + F16C. Overrides every type it has a kernel for. */
+void k_install_avx2(k_kernels *k);
+/* Requires AVX-512 F/BW/VL/DQ + VNNI (and k_install_avx2 first: entries without an AVX-512
+ * kernel keep the AVX2 one). */
+void k_install_avx512(k_kernels *k);
+/* Requires AVX-512 BF16 on top of k_install_avx512. */
+void k_install_avx512_bf16(k_kernels *k);
+
+/* ---- per-kernel entry points (tests, benches) ---- */
+#define K_X86_DOTS(ISA)                                                                  \
+    float k_##ISA##_dot_f32(const void *w, const void *a, int64_t n);                     \
+    float k_##ISA##_dot_f16(const void *w, const void *a, int64_t n);                     \
+    float k_##ISA##_dot_bf16(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q4_0(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q4_1(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q5_0(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q5_1(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q8_0(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q2_K(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q3_K(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q4_K(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q5_K(const void *w, const void *a, int64_t n);                    \
+    float k_##ISA##_dot_q6_K(const void *w, const void *a, int64_t n);
+K_X86_DOTS(avx2)
+K_X86_DOTS(avx512)
+#undef K_X86_DOTS
+
+/* Activation quantizers (AVX2; the AVX-512 table reuses them). Same errors as
+ * q_quantize_act: ND_EINVAL if n < 0 or not a multiple of the block. */
+int k_avx2_quantize_q8_0(const float *x, void *dst, int64_t n);
+int k_avx2_quantize_q8_1(const float *x, void *dst, int64_t n);
+int k_avx2_quantize_q8_K(const float *x, void *dst, int64_t n);
+int k_avx2_quantize_f16(const float *x, void *dst, int64_t n);
+int k_avx2_quantize_bf16(const float *x, void *dst, int64_t n);
+
+#endif

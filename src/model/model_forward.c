@@ -1,0 +1,448 @@
+/* The forward pass: a context (KV cache, scratch, thread pool) and model_forward, which runs
+ * a batch of tokens through the transformer with causal attention.
+ *
+ * Numerics follow llama.cpp's CPU graph where it matters for agreement with its goldens:
+ * RMSNorm sums squares in double; RoPE angles are built by repeated float multiplication;
+ * with an F16 cache, q and the softmax probabilities are rounded to F16 before their dot
+ * products with K and V (as ggml's mul_mat converts src1 to the cache's type); the softmax
+ * sum is accumulated in double. */
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "model/model.h"
+#include "quant/quant.h"
+
+struct model_ctx {
+    const model_t *m;
+    int64_t n_ctx;          /* KV positions */
+    int64_t n_past;         /* positions [0, n_past) hold valid KV entries */
+    int n_batch;            /* tokens per chunk */
+    nd_pool *pool;
+    k_kernels kern;
+    k_scratch scratch;      /* quantized activations for k_matmul */
+    k_env env;
+
+    /* KV cache. K rows are positions; V is stored transposed (one row per channel) so
+     * that attention's probs · V is a dot product over contiguous positions. */
+    uint32_t kv_type;       /* ND_TYPE_F16 or ND_TYPE_F32 */
+    size_t kv_elt;          /* bytes per element */
+    uint8_t *k_cache;       /* [n_layer][n_ctx][n_head_kv * head_dim_k] */
+    uint8_t *v_cache;       /* [n_layer][n_head_kv * head_dim_v][n_ctx] */
+
+    /* activations of one chunk of up to B = n_batch tokens */
+    float *x;               /* [B][n_embd] residual stream */
+    float *xn;              /* [B][n_embd] normalized input of a sub-layer */
+    float *q;               /* [B][n_head * head_dim_k] */
+    float *k;               /* [B][n_head_kv * head_dim_k] */
+    float *v;               /* [B][n_head_kv * head_dim_v] */
+    float *qkv;             /* [B][q | k | v] fused projection output (phi3), or NULL */
+    float *att;             /* [B][n_head * head_dim_v] attention output */
+    float *o;               /* [B][n_embd] sub-layer output */
+    float *gate;            /* [B][n_ff] (fused gate+up: [B][2 * n_ff]) */
+    float *up;              /* [B][n_ff] */
+    float *rope_cs;         /* [B][n_rot / 2][2] cos, sin per position and pair */
+    uint8_t *att_tmp;       /* per thread: q row, scores[n_ctx], probs[n_ctx] */
+    size_t att_tmp_stride;  /* bytes per thread */
+};
+
+model_ctx_params model_ctx_default_params(void) {
+    return (model_ctx_params){.n_ctx = 0, .n_threads = 0, .n_batch = 0,
+                              .kv_type = ND_TYPE_F16, .isa = K_ISA_BEST};
+}
+
+int64_t model_ctx_n_ctx(const model_ctx *c) { return c->n_ctx; }
+int model_ctx_n_threads(const model_ctx *c) { return nd_pool_size(c->pool); }
+const model_t *model_ctx_model(const model_ctx *c) { return c->m; }
+int64_t model_ctx_n_past(const model_ctx *c) { return c->n_past; }
+
+/* ------------------------------------------------------------ context */
+
+void model_ctx_free(model_ctx *c) {
+    if (!c) return;
+    nd_pool_free(c->pool);
+    k_scratch_free(&c->scratch);
+    nd_free(c->k_cache);
+    nd_free(c->v_cache);
+    float *bufs[] = {c->x, c->xn, c->q, c->k, c->v, c->qkv, c->att, c->o, c->gate, c->up,
+                     c->rope_cs};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) nd_free(bufs[i]);
+    nd_free(c->att_tmp);
+    nd_free(c);
+}
+
+/* Every weight matrix must have a kernel for its type and row length. */
+static int check_kernels(const model_t *m, const k_kernels *k, nd_err *err) {
+    const model_mat *mats[2] = {&m->tok_embd, &m->output};
+    for (int i = 0; i < 2; i++)
+        if (k_check(k, mats[i]->type, mats[i]->k, err)) return nd_preerr(err, "%s: ", mats[i]->name);
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        const model_mat *lm[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo,
+                                 &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++)
+            if (lm[i]->data && k_check(k, lm[i]->type, lm[i]->k, err))
+                return nd_preerr(err, "%s: ", lm[i]->name);
+    }
+    return 0;
+}
+
+static float *alloc_f(int64_t rows, int64_t cols, int *fail) {
+    float *p = nd_malloc((size_t)rows * (size_t)cols * sizeof(float));
+    if (!p) *fail = 1;
+    return p;
+}
+
+model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *err) {
+    model_ctx_params p = pp ? *pp : model_ctx_default_params();
+    const model_hparams *hp = &m->hp;
+    if (p.kv_type != ND_TYPE_F16 && p.kv_type != ND_TYPE_F32) {
+        nd_seterr(err, ND_EINVAL, "KV cache type %u not supported (f16 or f32)", p.kv_type);
+        return NULL;
+    }
+    int64_t n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    if (n_ctx > (1 << 24) || p.n_batch < 0 || p.n_threads < 0) {
+        nd_seterr(err, ND_ERANGE, "context size %lld / batch %d / threads %d out of range",
+                  (long long)n_ctx, p.n_batch, p.n_threads);
+        return NULL;
+    }
+    model_ctx *c = nd_calloc(1, sizeof *c);
+    if (!c) {
+        nd_seterr(err, ND_ENOMEM, "out of memory creating a context");
+        return NULL;
+    }
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_batch = p.n_batch ? p.n_batch : 256;
+    if (c->n_batch > n_ctx) c->n_batch = (int)n_ctx;
+    c->kv_type = p.kv_type;
+    c->kv_elt = p.kv_type == ND_TYPE_F16 ? 2 : 4;
+    k_select(&c->kern, p.isa);
+    if (check_kernels(m, &c->kern, err)) goto fail;
+    c->pool = nd_pool_new(p.n_threads ? p.n_threads : nd_pool_default_threads(), err);
+    if (!c->pool) goto fail;
+    c->env = (k_env){&c->kern, c->pool, &c->scratch};
+
+    const int64_t B = c->n_batch, E = hp->n_embd, L = hp->n_layer;
+    const int64_t nq = hp->n_head * hp->head_dim_k, nk = hp->n_head_kv * hp->head_dim_k,
+                  nv = hp->n_head_kv * hp->head_dim_v;
+    bool fused_ffn = !m->layers[0].w_gate.data;
+    int fail = 0;
+    c->k_cache = nd_malloc((size_t)L * (size_t)n_ctx * (size_t)nk * c->kv_elt);
+    c->v_cache = nd_malloc((size_t)L * (size_t)n_ctx * (size_t)nv * c->kv_elt);
+    if (!c->k_cache || !c->v_cache) {
+        nd_seterr(err, ND_ENOMEM, "out of memory for the KV cache (%lld positions, %.1f MiB)",
+                  (long long)n_ctx,
+                  (double)L * (double)n_ctx * (double)(nk + nv) * (double)c->kv_elt / 1048576);
+        goto fail;
+    }
+    c->x = alloc_f(B, E, &fail);
+    c->xn = alloc_f(B, E, &fail);
+    c->o = alloc_f(B, E, &fail);
+    c->q = alloc_f(B, nq, &fail);
+    c->k = alloc_f(B, nk, &fail);
+    c->v = alloc_f(B, nv, &fail);
+    c->att = alloc_f(B, hp->n_head * hp->head_dim_v, &fail);
+    c->gate = alloc_f(B, fused_ffn ? 2 * hp->n_ff : hp->n_ff, &fail);
+    c->up = alloc_f(B, hp->n_ff, &fail);
+    c->rope_cs = alloc_f(B, hp->n_rot > 0 ? hp->n_rot : 2, &fail);
+    if (m->layers[0].wqkv.data) c->qkv = alloc_f(B, nq + nk + nv, &fail);
+    int nth = nd_pool_size(c->pool);
+    c->att_tmp_stride = ((size_t)hp->head_dim_k * 4 + (size_t)n_ctx * 8 + 63) & ~(size_t)63;
+    c->att_tmp = nd_malloc(c->att_tmp_stride * (size_t)nth);
+    if (fail || !c->att_tmp) {
+        nd_seterr(err, ND_ENOMEM, "out of memory for activation buffers (batch %lld)",
+                  (long long)B);
+        goto fail;
+    }
+    return c;
+fail:
+    model_ctx_free(c);
+    return NULL;
+}
+
+/* ---------------------------------------------------------- elementwise */
+
+/* y = x / rms(x) * w over rows of n */
+static void rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+static void rmsnorm_rows(float *y, const float *x, const float *w, int64_t rows, int64_t n,
+                         float eps) {
+    for (int64_t r = 0; r < rows; r++) rmsnorm(y + r * n, x + r * n, w, n, eps);
+}
+
+static void add_bias(float *y, const float *b, int64_t rows, int64_t n) {
+    if (!b) return;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i++) y[r * n + i] += b[i];
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---------------------------------------------------------------- RoPE */
+
+/* cos/sin for positions pos0..pos0+B-1 and the n_rot/2 rotated pairs. Angle of pair i at
+ * position p: p * base^(-2i/n_rot) / factor[i] * freq_scale. */
+static void rope_table(model_ctx *c, int64_t pos0, int64_t B) {
+    const model_hparams *hp = &c->m->hp;
+    const model_t *m = c->m;
+    const float *ff = m->rope_freqs;
+    if (m->rope_long || m->rope_short) /* LongRoPE: long factors beyond the original context */
+        ff = c->n_ctx > hp->n_ctx_orig && m->rope_long ? m->rope_long
+             : m->rope_short                           ? m->rope_short
+                                                       : m->rope_long;
+    const int64_t np = hp->n_rot / 2;
+    const float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->n_rot);
+    for (int64_t t = 0; t < B; t++) {
+        float theta = (float)(pos0 + t);
+        float *cs = c->rope_cs + t * np * 2;
+        for (int64_t i = 0; i < np; i++) {
+            float th = ff ? theta / ff[i] : theta;
+            th *= hp->rope_freq_scale;
+            cs[2 * i] = cosf(th) * hp->rope_attn_factor;
+            cs[2 * i + 1] = sinf(th) * hp->rope_attn_factor;
+            theta *= theta_scale;
+        }
+    }
+}
+
+/* Rotate the first n_rot dims of each head of x ([B][n_heads * hd]) in place. */
+static void rope_apply(const model_ctx *c, float *x, int64_t B, int64_t n_heads, int64_t hd) {
+    const model_hparams *hp = &c->m->hp;
+    const int64_t np = hp->n_rot / 2;
+    for (int64_t t = 0; t < B; t++) {
+        const float *cs = c->rope_cs + t * np * 2;
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *v = x + (t * n_heads + h) * hd;
+            for (int64_t i = 0; i < np; i++) {
+                /* NEOX pairs dims (i, i + n_rot/2); the original llama pairs (2i, 2i+1) */
+                int64_t a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + np : 2 * i + 1;
+                float x0 = v[a], x1 = v[b], co = cs[2 * i], si = cs[2 * i + 1];
+                v[a] = x0 * co - x1 * si;
+                v[b] = x0 * si + x1 * co;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct att_job {
+    model_ctx *c;
+    int64_t il, pos0, B;
+    float kq_scale;
+    _Atomic int64_t next;
+} att_job;
+
+static void kv_store(model_ctx *c, int64_t il, int64_t pos0, int64_t B) {
+    const model_hparams *hp = &c->m->hp;
+    const int64_t nk = hp->n_head_kv * hp->head_dim_k, nv = hp->n_head_kv * hp->head_dim_v;
+    uint8_t *kc = c->k_cache + ((size_t)il * (size_t)c->n_ctx + (size_t)pos0) * nk * c->kv_elt;
+    uint8_t *vc = c->v_cache + (size_t)il * (size_t)nv * (size_t)c->n_ctx * c->kv_elt;
+    for (int64_t t = 0; t < B; t++) {
+        const float *k = c->k + t * nk, *v = c->v + t * nv;
+        int64_t pos = pos0 + t;
+        if (c->kv_type == ND_TYPE_F16) {
+            uint16_t *kd = (uint16_t *)(kc + (size_t)t * nk * 2);
+            for (int64_t i = 0; i < nk; i++) kd[i] = nd_fp32_to_fp16(k[i]);
+            for (int64_t i = 0; i < nv; i++)
+                ((uint16_t *)vc)[i * c->n_ctx + pos] = nd_fp32_to_fp16(v[i]);
+        } else {
+            memcpy(kc + (size_t)t * nk * 4, k, (size_t)nk * 4);
+            for (int64_t i = 0; i < nv; i++) ((float *)vc)[i * c->n_ctx + pos] = v[i];
+        }
+    }
+}
+
+/* One (token, head): softmax(q · K^T * scale) · V over the visible positions. */
+static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, uint8_t *tmp) {
+    const model_hparams *hp = &c->m->hp;
+    const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v;
+    const int64_t nk = hp->n_head_kv * hdk, nv = hp->n_head_kv * hdv;
+    const int64_t kvh = h / (hp->n_head / hp->n_head_kv);
+    const int64_t pos = j->pos0 + t;
+    const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
+    const int64_t n = pos + 1 - j0;
+    const k_ops *ops = &c->kern.ops[c->kv_type];
+    uint8_t *qa = tmp;                                        /* q in the cache's type */
+    float *s = (float *)(tmp + ((size_t)hdk * 4 + 63) / 64 * 64); /* [n_ctx] scores */
+    uint8_t *pa = (uint8_t *)(s + c->n_ctx);                  /* [n_ctx] probs, cache type */
+
+    ops->quantize(c->q + (t * hp->n_head + h) * hdk, qa, hdk);
+    const uint8_t *kc = c->k_cache + ((size_t)j->il * (size_t)c->n_ctx * (size_t)nk +
+                                      (size_t)kvh * (size_t)hdk) * c->kv_elt;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        s[i] = ops->vec_dot(kc + (size_t)(j0 + i) * (size_t)nk * c->kv_elt, qa, hdk) *
+               j->kq_scale;
+        if (s[i] > mx) mx = s[i];
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        s[i] = expf(s[i] - mx);
+        sum += (double)s[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) s[i] *= inv;
+    ops->quantize(s, pa, n);
+    const uint8_t *vc = c->v_cache + ((size_t)j->il * (size_t)nv * (size_t)c->n_ctx +
+                                      (size_t)kvh * (size_t)hdv * (size_t)c->n_ctx +
+                                      (size_t)j0) * c->kv_elt;
+    float *out = c->att + (t * hp->n_head + h) * hdv;
+    for (int64_t d = 0; d < hdv; d++)
+        out[d] = ops->vec_dot(vc + (size_t)d * (size_t)c->n_ctx * c->kv_elt, pa, n);
+}
+
+static void att_worker(void *arg, int ith, int nth) {
+    att_job *j = arg;
+    model_ctx *c = j->c;
+    const int64_t nh = c->m->hp.n_head, total = j->B * nh;
+    uint8_t *tmp = c->att_tmp + (size_t)ith * c->att_tmp_stride;
+    (void)nth;
+    for (;;) {
+        int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (i >= total) break;
+        att_head(c, j, i / nh, i % nh, tmp);
+    }
+}
+
+static void attention(model_ctx *c, int64_t il, int64_t pos0, int64_t B) {
+    const model_hparams *hp = &c->m->hp;
+    att_job j = {.c = c, .il = il, .pos0 = pos0, .B = B,
+                 .kq_scale = hp->q_prescaled ? 1.0f : 1.0f / sqrtf((float)hp->head_dim_k)};
+    if (B * hp->n_head * (pos0 + B) < 4096)
+        att_worker(&j, 0, 1);
+    else
+        nd_pool_run(c->pool, att_worker, &j);
+}
+
+/* ------------------------------------------------------------ forward */
+
+#define MATMUL(W, X, M, Y)                                                               \
+    do {                                                                                 \
+        int rc_ = k_matmul(&c->env, (W).type, (W).data, (W).k, (W).n, (X), (M), (Y), err); \
+        if (rc_) return nd_preerr(err, "%s: ", (W).name);                                \
+    } while (0)
+
+static void embed(model_ctx *c, const int32_t *tokens, int64_t B) {
+    const model_mat *te = &c->m->tok_embd;
+    size_t row = q_row_size(te->type, te->k);
+    for (int64_t t = 0; t < B; t++)
+        q_dequantize_row(te->type, (const uint8_t *)te->data + (size_t)tokens[t] * row,
+                         c->x + t * te->k, te->k);
+}
+
+/* x += Attention(RMSNorm(x)) for one layer. */
+static int attn_block(model_ctx *c, int64_t il, int64_t pos0, int64_t B, nd_err *err) {
+    const model_hparams *hp = &c->m->hp;
+    const model_layer *L = &c->m->layers[il];
+    const int64_t E = hp->n_embd, nq = hp->n_head * hp->head_dim_k,
+                  nk = hp->n_head_kv * hp->head_dim_k, nv = hp->n_head_kv * hp->head_dim_v;
+    rmsnorm_rows(c->xn, c->x, L->attn_norm, B, E, hp->rms_eps);
+    if (L->wqkv.data) { /* fused: each output row is q | k | v */
+        MATMUL(L->wqkv, c->xn, B, c->qkv);
+        for (int64_t t = 0; t < B; t++) {
+            const float *r = c->qkv + t * (nq + nk + nv);
+            memcpy(c->q + t * nq, r, (size_t)nq * 4);
+            memcpy(c->k + t * nk, r + nq, (size_t)nk * 4);
+            memcpy(c->v + t * nv, r + nq + nk, (size_t)nv * 4);
+        }
+    } else {
+        MATMUL(L->wq, c->xn, B, c->q);
+        MATMUL(L->wk, c->xn, B, c->k);
+        MATMUL(L->wv, c->xn, B, c->v);
+    }
+    add_bias(c->q, L->bq, B, nq);
+    add_bias(c->k, L->bk, B, nk);
+    add_bias(c->v, L->bv, B, nv);
+    if (L->q_norm) rmsnorm_rows(c->q, c->q, L->q_norm, B * hp->n_head, hp->head_dim_k, hp->rms_eps);
+    if (L->k_norm)
+        rmsnorm_rows(c->k, c->k, L->k_norm, B * hp->n_head_kv, hp->head_dim_k, hp->rms_eps);
+    rope_apply(c, c->q, B, hp->n_head, hp->head_dim_k);
+    rope_apply(c, c->k, B, hp->n_head_kv, hp->head_dim_k);
+    if (hp->q_prescaled) {
+        float s = 1.0f / sqrtf((float)hp->head_dim_k);
+        for (int64_t i = 0; i < B * nq; i++) c->q[i] *= s;
+    }
+    kv_store(c, il, pos0, B);
+    attention(c, il, pos0, B);
+    MATMUL(L->wo, c->att, B, c->o);
+    for (int64_t i = 0; i < B * E; i++) c->x[i] += c->o[i];
+    return 0;
+}
+
+/* x += W_down · (silu(W_gate · RMSNorm(x)) * (W_up · RMSNorm(x))) */
+static int ffn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
+    const model_hparams *hp = &c->m->hp;
+    const model_layer *L = &c->m->layers[il];
+    const int64_t E = hp->n_embd, F = hp->n_ff;
+    rmsnorm_rows(c->xn, c->x, L->ffn_norm, B, E, hp->rms_eps);
+    if (!L->w_gate.data) { /* fused: each output row is gate | up */
+        MATMUL(L->w_up, c->xn, B, c->gate);
+        for (int64_t t = 0; t < B; t++)
+            for (int64_t i = 0; i < F; i++)
+                c->up[t * F + i] = silu(c->gate[t * 2 * F + i]) * c->gate[t * 2 * F + F + i];
+    } else {
+        MATMUL(L->w_gate, c->xn, B, c->gate);
+        MATMUL(L->w_up, c->xn, B, c->up);
+        for (int64_t i = 0; i < B * F; i++) c->up[i] = silu(c->gate[i]) * c->up[i];
+    }
+    MATMUL(L->w_down, c->up, B, c->o);
+    for (int64_t i = 0; i < B * E; i++) c->x[i] += c->o[i];
+    return 0;
+}
+
+/* One chunk of B <= n_batch tokens. logits: [B][n_vocab] (all), [n_vocab] (last) or NULL. */
+static int forward_chunk(model_ctx *c, const int32_t *tokens, int64_t B, int64_t pos0,
+                         float *logits, bool all, nd_err *err) {
+    const model_t *m = c->m;
+    const int64_t E = m->hp.n_embd;
+    embed(c, tokens, B);
+    rope_table(c, pos0, B);
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        int rc = attn_block(c, il, pos0, B, err);
+        if (!rc) rc = ffn_block(c, il, B, err);
+        if (rc) return rc;
+    }
+    if (!logits) return 0;
+    int64_t first = all ? 0 : B - 1, rows = B - first;
+    rmsnorm_rows(c->xn, c->x + first * E, m->output_norm, rows, E, m->hp.rms_eps);
+    MATMUL(m->output, c->xn, rows, logits);
+    return 0;
+}
+
+int model_forward(model_ctx *c, const int32_t *tokens, int n, int64_t pos0, float *logits_out,
+                  model_logits which, nd_err *err) {
+    const model_hparams *hp = &c->m->hp;
+    if (n < 1 || !tokens) return nd_seterr(err, ND_EINVAL, "model_forward: empty batch");
+    if (which != MODEL_LOGITS_NONE && !logits_out)
+        return nd_seterr(err, ND_EINVAL, "model_forward: logits requested but no buffer given");
+    if (pos0 < 0 || pos0 > c->n_past)
+        return nd_seterr(err, ND_EINVAL, "position %lld skips ahead of the %lld cached positions",
+                         (long long)pos0, (long long)c->n_past);
+    if (pos0 + n > c->n_ctx)
+        return nd_seterr(err, ND_ERANGE, "positions %lld..%lld exceed the context size %lld — "
+                         "start a new context or use a larger -c", (long long)pos0,
+                         (long long)(pos0 + n - 1), (long long)c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return nd_seterr(err, ND_EINVAL, "token id %d at batch index %d is outside the "
+                             "vocabulary (0..%lld)", tokens[i], i, (long long)hp->n_vocab - 1);
+    c->n_past = pos0; /* entries at and after pos0 are about to be overwritten */
+    for (int i0 = 0; i0 < n; i0 += c->n_batch) {
+        int64_t B = n - i0 < c->n_batch ? n - i0 : c->n_batch;
+        bool last_chunk = i0 + B == n;
+        float *lg = NULL;
+        if (which == MODEL_LOGITS_ALL) lg = logits_out + (size_t)i0 * (size_t)hp->n_vocab;
+        else if (which == MODEL_LOGITS_LAST && last_chunk) lg = logits_out;
+        int rc = forward_chunk(c, tokens + i0, B, pos0 + i0, lg, which == MODEL_LOGITS_ALL, err);
+        if (rc) return rc;
+        c->n_past = pos0 + i0 + B;
+    }
+    return 0;
+}

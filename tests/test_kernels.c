@@ -1,0 +1,467 @@
+/* tests for src/kernels: every SIMD entry (AVX2, AVX-512; each ISA separately, through
+ * k_select and by direct call) against the quant/ reference, which is the oracle.
+ *
+ * Activation quantizers: output bytes identical to q_quantize_act (random rows, ties at
+ * .5 for the roundf / nearest-even rules, all-zero blocks, sign ties of the Q8_K max,
+ * tiny/huge/denormal magnitudes, odd lengths for the float formats).
+ *
+ * Dots: weight rows of random bytes (every bit pattern of the quants and packed scales is a
+ * valid block) with controlled fp16 scale fields (random, zero, negative, subnormal, large),
+ * all-zero and max-magnitude rows (0xFF / 0x80 fill), activations both from the quantizer
+ * and synthetic (quants in [-127, 127], the activation formats' range; consistent bsums).
+ * Lengths: 1 block, odd block counts, 256, 896, 4864.
+ *
+ * Tolerance. The integer sums are exact in both; the kernels only add the float terms in
+ * another order (lanes, FMA). Each rounding is at most FLT_EPSILON/2 relative to a partial
+ * sum bounded by S = sum_i |term_i|, where the terms are the per-element products including
+ * the separately applied min/offset parts (|w_i| + 2|offset_i|) * |a_i|; a float summation
+ * of m terms in any order errs by at most about m * eps * S. With m <= blocks + 16 (float
+ * types: n/8 + 16) we allow tol = 4 * (m + 16) * FLT_EPSILON * S (4x margin for the scale
+ * products d_w*d_a and the int->float conversions), plus n * 2^-126 for AVX-512 BF16, which
+ * flushes denormal products. A second mode uses power-of-two unit scales and small sums
+ * (S < 2^23) where every float operation is exact: there the results must be bit-equal,
+ * which checks the integer parts exactly.
+ */
+#include "t.h"
+
+#include <float.h>
+#include <stdint.h>
+
+#include "core/nd.h"
+#include "kernels/kernels.h"
+#include "kernels/x86/x86.h"
+#include "quant/quant.h"
+
+static const uint32_t w_types[] = {
+    ND_TYPE_Q4_0, ND_TYPE_Q8_0, ND_TYPE_Q4_K, ND_TYPE_Q6_K, ND_TYPE_Q5_K, ND_TYPE_Q3_K,
+    ND_TYPE_Q2_K, ND_TYPE_Q4_1, ND_TYPE_Q5_0, ND_TYPE_Q5_1, ND_TYPE_F16, ND_TYPE_BF16,
+    ND_TYPE_F32,
+};
+#define N_WTYPES (sizeof w_types / sizeof w_types[0])
+
+static const char *tname(uint32_t t) { return nd_type_info(t)->name; }
+
+static int cpu_has(k_isa isa) {
+    __builtin_cpu_init();
+    if (isa == K_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (isa == K_ISA_AVX512)
+        return cpu_has(K_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
+    return 1;
+}
+
+/* ------------------------------------------------------------ direct entry points */
+
+typedef struct direct_dot {
+    uint32_t wtype;
+    k_vec_dot_fn fn;
+} direct_dot;
+
+#define DIRECT(ISA)                                                                      \
+    static const direct_dot direct_##ISA[] = {                                           \
+        {ND_TYPE_F32, k_##ISA##_dot_f32},   {ND_TYPE_F16, k_##ISA##_dot_f16},            \
+        {ND_TYPE_BF16, k_##ISA##_dot_bf16}, {ND_TYPE_Q4_0, k_##ISA##_dot_q4_0},          \
+        {ND_TYPE_Q4_1, k_##ISA##_dot_q4_1}, {ND_TYPE_Q5_0, k_##ISA##_dot_q5_0},          \
+        {ND_TYPE_Q5_1, k_##ISA##_dot_q5_1}, {ND_TYPE_Q8_0, k_##ISA##_dot_q8_0},          \
+        {ND_TYPE_Q2_K, k_##ISA##_dot_q2_K}, {ND_TYPE_Q3_K, k_##ISA##_dot_q3_K},          \
+        {ND_TYPE_Q4_K, k_##ISA##_dot_q4_K}, {ND_TYPE_Q5_K, k_##ISA##_dot_q5_K},          \
+        {ND_TYPE_Q6_K, k_##ISA##_dot_q6_K},                                              \
+    };
+DIRECT(avx2)
+DIRECT(avx512)
+#undef DIRECT
+
+/* ------------------------------------------------------------ generators */
+
+static uint16_t h_of(float f) { return nd_fp32_to_fp16(f); }
+
+/* byte offsets of the fp16 scale fields in a weight block */
+static int scale_fields(uint32_t t, int off[2]) {
+    switch (t) {
+    case ND_TYPE_Q4_0: case ND_TYPE_Q5_0: case ND_TYPE_Q8_0: case ND_TYPE_Q3_K:
+        off[0] = t == ND_TYPE_Q3_K ? 108 : 0;
+        return 1;
+    case ND_TYPE_Q4_1: case ND_TYPE_Q5_1: case ND_TYPE_Q4_K: case ND_TYPE_Q5_K:
+        off[0] = 0, off[1] = 2;
+        return 2;
+    case ND_TYPE_Q2_K: off[0] = 80, off[1] = 82; return 2;
+    case ND_TYPE_Q6_K: off[0] = 208; return 1;
+    default: return 0;
+    }
+}
+
+enum { M_RANDOM, M_ZERO_D, M_NEG_D, M_SUBNORMAL_D, M_LARGE_D, M_FILL00, M_FILLFF, M_FILL80,
+       M_UNIT, M_COUNT };
+static const char *mode_name[M_COUNT] = {"random", "d=0", "neg-d", "subnormal-d", "large-d",
+                                         "fill00", "fillFF", "fill80", "unit"};
+
+static float rand_scale(int mode, unsigned long long *s) {
+    float u = t_rand_f(s);
+    switch (mode) {
+    case M_ZERO_D: return (t_rand_u64(s) & 1) ? 0.0f : u * 0.01f;
+    case M_NEG_D: return -fabsf(u) * 0.01f - 1e-4f;
+    case M_SUBNORMAL_D: return u * 6e-5f; /* fp16 subnormals are < 6.1e-5 */
+    case M_LARGE_D: return u * 60000.0f;
+    case M_UNIT: return (t_rand_u64(s) & 1) ? 1.0f : 0.5f;
+    default: return u * 0.02f;
+    }
+}
+
+static void gen_weights(uint32_t t, uint8_t *w, int64_t n, int mode, unsigned long long *s) {
+    const size_t bytes = q_row_size(t, n);
+    const uint32_t bb = q_block_bytes(t);
+    if (t == ND_TYPE_F32 || t == ND_TYPE_F16 || t == ND_TYPE_BF16) {
+        for (int64_t i = 0; i < n; i++) {
+            float v = mode == M_UNIT ? (float)((int)(t_rand_u64(s) % 17) - 8)
+                      : mode == M_FILL00 ? 0.0f
+                      : mode == M_SUBNORMAL_D ? t_rand_f(s) * 1e-6f
+                      : mode == M_LARGE_D ? t_rand_f(s) * 6e4f
+                                          : t_rand_f(s);
+            if (t == ND_TYPE_F32) memcpy(w + 4 * i, &v, 4);
+            else {
+                uint16_t h = t == ND_TYPE_F16 ? nd_fp32_to_fp16(v) : nd_fp32_to_bf16(v);
+                memcpy(w + 2 * i, &h, 2);
+            }
+        }
+        return;
+    }
+    int fill = mode == M_FILL00 ? 0x00 : mode == M_FILLFF ? 0xFF : mode == M_FILL80 ? 0x80 : -1;
+    for (size_t i = 0; i < bytes; i++) w[i] = fill >= 0 ? (uint8_t)fill : (uint8_t)t_rand_u64(s);
+    int off[2];
+    int nf = scale_fields(t, off);
+    for (size_t b = 0; b < bytes / bb; b++)
+        for (int f = 0; f < nf; f++) {
+            uint16_t h = h_of(fill >= 0 && mode != M_FILL00 ? 1000.0f : rand_scale(mode, s));
+            if (mode == M_FILL00) h = 0;
+            memcpy(w + b * bb + off[f], &h, 2);
+        }
+}
+
+/* Synthetic activation row of type at: quants in [-127,127] (or +-127 for the fill modes),
+ * consistent Q8_K bsums, random scales per mode. */
+static void gen_act(uint32_t at, uint8_t *a, int64_t n, int mode, unsigned long long *s) {
+    if (at == ND_TYPE_F32 || at == ND_TYPE_F16 || at == ND_TYPE_BF16) {
+        gen_weights(at, a, n, mode == M_FILL80 || mode == M_FILLFF ? M_LARGE_D : mode, s);
+        return;
+    }
+    const int fillm = mode == M_FILLFF || mode == M_FILL80;
+    if (at == ND_TYPE_Q8_K) {
+        for (int64_t b = 0; b < n / Q_QK_K; b++) {
+            q_block_q8_K *y = (q_block_q8_K *)a + b;
+            y->d = mode == M_UNIT ? 1.0f : fillm ? 1e-2f : rand_scale(mode, s);
+            for (int j = 0; j < Q_QK_K; j++)
+                y->qs[j] = (int8_t)(fillm ? (mode == M_FILL80 ? -127 : 127)
+                                          : (int)(t_rand_u64(s) % 255) - 127);
+            for (int g = 0; g < 16; g++) {
+                int sum = 0;
+                for (int j = 0; j < 16; j++) sum += y->qs[16 * g + j];
+                y->bsums[g] = (int16_t)sum;
+            }
+        }
+        return;
+    }
+    const int has_s = at == ND_TYPE_Q8_1;
+    const uint32_t bb = q_block_bytes(at);
+    for (int64_t b = 0; b < n / Q_QK; b++) {
+        uint8_t *blk = a + b * bb;
+        uint16_t d = h_of(mode == M_UNIT ? 1.0f : fillm ? 1e-2f : rand_scale(mode, s));
+        memcpy(blk, &d, 2);
+        int8_t *qs = (int8_t *)(blk + (has_s ? 4 : 2));
+        int sum = 0;
+        for (int j = 0; j < Q_QK; j++) {
+            qs[j] = (int8_t)(fillm ? (mode == M_FILL80 ? -127 : 127) : (int)(t_rand_u64(s) % 255) - 127);
+            sum += qs[j];
+        }
+        if (has_s) {
+            uint16_t sh = h_of(mode == M_UNIT ? (float)sum : nd_fp16_to_fp32(d) * (float)sum);
+            memcpy(blk + 2, &sh, 2);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ tolerance */
+
+static void k4_mins(const uint8_t *b, uint8_t mn[8]) {
+    for (int j = 0; j < 4; j++) {
+        mn[j] = b[j + 4] & 63;
+        mn[j + 4] = (uint8_t)((b[j + 8] >> 4) | ((b[j + 4] >> 6) << 4));
+    }
+}
+
+/* S = sum |terms| (see the header comment), computed in double. */
+static double abs_sum(uint32_t wt, const uint8_t *w, uint32_t at, const uint8_t *a, int64_t n,
+                      float *wf, float *af) {
+    ND_ASSERT(q_dequantize_row(wt, w, wf, n) == 0);
+    ND_ASSERT(q_dequantize_row(at, a, af, n) == 0);
+    double S = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double off = 0;
+        const int64_t b32 = i / 32, b256 = i / 256;
+        if (wt == ND_TYPE_Q4_1 || wt == ND_TYPE_Q5_1) {
+            uint16_t m;
+            memcpy(&m, w + b32 * q_block_bytes(wt) + 2, 2);
+            off = fabs(nd_fp16_to_fp32(m));
+        } else if (wt == ND_TYPE_Q2_K) {
+            const q_block_q2_K *x = (const q_block_q2_K *)w + b256;
+            off = fabs(nd_fp16_to_fp32(x->dmin)) * (x->scales[(i % 256) / 16] >> 4);
+        } else if (wt == ND_TYPE_Q4_K || wt == ND_TYPE_Q5_K) {
+            const uint8_t *blk = w + b256 * q_block_bytes(wt);
+            uint16_t dm;
+            memcpy(&dm, blk + 2, 2);
+            uint8_t mn[8];
+            k4_mins(blk + 4, mn);
+            off = fabs(nd_fp16_to_fp32(dm)) * mn[(i % 256) / 32];
+        }
+        S += (fabs(wf[i]) + 2 * off) * fabs(af[i]);
+    }
+    if (wt == ND_TYPE_Q4_1 || wt == ND_TYPE_Q5_1) /* the m * s terms */
+        for (int64_t b = 0; b < n / 32; b++) {
+            uint16_t m, sh;
+            memcpy(&m, w + b * q_block_bytes(wt) + 2, 2);
+            memcpy(&sh, a + b * 36 + 2, 2);
+            S += fabs(nd_fp16_to_fp32(m) * nd_fp16_to_fp32(sh));
+        }
+    return S;
+}
+
+/* ------------------------------------------------------------ dot checks */
+
+typedef struct stats {
+    double max_rel; /* max |err| / S seen */
+    int exact_checked;
+} stats;
+
+static const int64_t lengths_32[] = {32, 96, 256, 896, 4864};
+static const int64_t lengths_256[] = {256, 768, 4864 - 4864 % 256, 4864};
+
+/* Compares fn against q_vec_dot for one weight type over all modes and lengths. */
+static void check_dot(const char *isa, uint32_t wt, k_vec_dot_fn fn, int bf16_flush, stats *st) {
+    const uint32_t at = q_vec_dot_type(wt);
+    const uint32_t blk = q_blck(wt);
+    const int64_t *lens = blk == Q_QK_K ? lengths_256 : lengths_32;
+    const int nlens = blk == Q_QK_K ? 4 : 5;
+    const int64_t nmax = 4864 + 64;
+    uint8_t *w = malloc(q_row_size(wt == ND_TYPE_F32 ? wt : ND_TYPE_F32, nmax) + 64);
+    uint8_t *a = malloc(q_row_size(ND_TYPE_F32, nmax) + 64);
+    float *wf = malloc(sizeof(float) * nmax), *af = malloc(sizeof(float) * nmax);
+    float *xf = malloc(sizeof(float) * nmax);
+    unsigned long long s = 0x1234567ull + wt;
+    for (int li = 0; li < nlens + 2; li++) {
+        int64_t n = li < nlens ? lens[li] : (int64_t)(blk == 1 ? (li == nlens ? 1 : 37) : blk);
+        if (n % blk) continue;
+        for (int mode = 0; mode < M_COUNT; mode++)
+            for (int rep = 0; rep < 3; rep++) {
+                /* odd offsets: the rows are not aligned */
+                uint8_t *wr = w + 1 + rep, *ar = a + 3 + rep;
+                gen_weights(wt, wr, n, mode, &s);
+                if (rep == 2 && mode == M_RANDOM) { /* realistic activations */
+                    for (int64_t i = 0; i < n; i++) xf[i] = t_rand_f(&s) * (i % 7 ? 1.0f : 10.0f);
+                    ND_ASSERT(q_quantize_act(at, xf, ar, n) == 0);
+                } else {
+                    gen_act(at, ar, n, mode, &s);
+                }
+                const float ref = q_vec_dot(wt, wr, at, ar, n);
+                const float got = fn(wr, ar, n);
+                const double S = abs_sum(wt, wr, at, ar, n, wf, af);
+                const double m = (blk == 1 ? (double)n / 8 : (double)(n / blk)) + 16;
+                double tol = 4 * (m + 16) * FLT_EPSILON * S;
+                if (bf16_flush) tol += (double)n * 0x1p-126;
+                const double err = fabs((double)got - (double)ref);
+                if (S > 0 && err / S > st->max_rel) st->max_rel = err / S;
+                T_CHECKF(isfinite(got) && err <= tol,
+                         "%s %s n=%lld mode=%s rep=%d: got %.9g ref %.9g (S %.3g, tol %.3g)", isa,
+                         tname(wt), (long long)n, mode_name[mode], rep, got, ref, S, tol);
+                if (mode == M_UNIT && S < 0x1p23) {
+                    st->exact_checked++;
+                    T_CHECKF(got == ref, "%s %s n=%lld unit scales: got %.9g, exact ref %.9g", isa,
+                             tname(wt), (long long)n, got, ref);
+                }
+            }
+    }
+    free(w), free(a), free(wf), free(af), free(xf);
+}
+
+static void check_table(k_isa isa) {
+    k_kernels k;
+    k_select(&k, isa);
+    T_EQ_INT(k.isa, isa);
+    for (size_t i = 0; i < N_WTYPES; i++) {
+        const uint32_t wt = w_types[i];
+        const k_ops *o = &k.ops[wt];
+        T_CHECKF(o->name && strcmp(o->name, "scalar") != 0, "%s: %s still scalar",
+                 k_isa_name(isa), tname(wt));
+        T_EQ_INT(o->atype, q_vec_dot_type(wt));
+        stats st = {0};
+        check_dot(o->name ? o->name : "?", wt, o->vec_dot, isa == K_ISA_AVX512 && wt == ND_TYPE_BF16, &st);
+        printf("  %-6s %-5s (%s) max |err|/S = %.2e, exact checks %d\n", k_isa_name(isa), tname(wt),
+               o->name, st.max_rel, st.exact_checked);
+    }
+}
+
+static void check_direct(const direct_dot *d, size_t nd, const char *isa, int avx512) {
+    for (size_t i = 0; i < nd; i++) {
+        stats st = {0};
+        check_dot(isa, d[i].wtype, d[i].fn, avx512 && d[i].wtype == ND_TYPE_BF16, &st);
+    }
+}
+
+static void test_table_avx2(void) {
+    if (!cpu_has(K_ISA_AVX2)) T_SKIP("CPU lacks AVX2/FMA/F16C");
+    check_table(K_ISA_AVX2);
+}
+
+static void test_table_avx512(void) {
+    if (!cpu_has(K_ISA_AVX512)) T_SKIP("CPU lacks AVX-512 F/BW/VL/DQ/VNNI");
+    check_table(K_ISA_AVX512);
+}
+
+static void test_direct_avx2(void) {
+    if (!cpu_has(K_ISA_AVX2)) T_SKIP("CPU lacks AVX2/FMA/F16C");
+    check_direct(direct_avx2, sizeof direct_avx2 / sizeof direct_avx2[0], "avx2", 0);
+}
+
+static void test_direct_avx512(void) {
+    if (!cpu_has(K_ISA_AVX512)) T_SKIP("CPU lacks AVX-512 F/BW/VL/DQ/VNNI");
+    if (!__builtin_cpu_supports("avx512bf16")) T_SKIP("CPU lacks AVX-512 BF16");
+    check_direct(direct_avx512, sizeof direct_avx512 / sizeof direct_avx512[0], "avx512", 1);
+}
+
+/* ------------------------------------------------------------ quantizers */
+
+/* Rows that stress the rounding rules and scale logic. kind selects the pattern. */
+static void gen_floats(float *x, int64_t n, int kind, unsigned long long *s) {
+    for (int64_t i = 0; i < n; i++) {
+        float u = t_rand_f(s);
+        switch (kind) {
+        case 0: x[i] = u; break;
+        case 1: x[i] = 0.0f; break;
+        /* max 127 -> d = 1 (Q8_0) and -127/max = -1 (Q8_K): x*id lands on .5 exactly */
+        case 2: x[i] = (i % 32 == 5) ? 127.0f : (float)((int)(t_rand_u64(s) % 253) - 126) + 0.5f; break;
+        case 3: x[i] = (i % 256 == 17) ? -127.0f : (float)((int)(t_rand_u64(s) % 253) - 126) + 0.5f; break;
+        case 4: x[i] = (i % 3 == 0) ? ((i & 1) ? 3.0f : -3.0f) : u; break; /* sign ties of |max| */
+        case 5: x[i] = u * 1e-30f; break;
+        case 6: x[i] = u * 1e-40f; break; /* denormal floats */
+        case 7: x[i] = u * 1e30f; break;
+        case 8: x[i] = (i % 64 < 32) ? 0.0f : u * 100.0f; break; /* zero blocks between */
+        default: x[i] = u * 70000.0f; break; /* beyond fp16 range */
+        }
+    }
+}
+
+typedef struct qfn {
+    uint32_t atype;
+    k_quantize_fn fn;
+} qfn;
+
+static void check_quantizer(const char *isa, uint32_t at, k_quantize_fn fn) {
+    const int64_t lens_q[] = {0, 32, 256, 896, 4864, 512 + 256};
+    const int64_t lens_f[] = {0, 1, 7, 8, 15, 16, 17, 33, 896, 4864};
+    const int is_f = at == ND_TYPE_F16 || at == ND_TYPE_BF16;
+    const int nl = is_f ? 10 : 6;
+    const int64_t nmax = 4864;
+    float *x = malloc(sizeof(float) * nmax);
+    uint8_t *r = malloc(q_row_size(ND_TYPE_F32, nmax) + 8), *g = malloc(q_row_size(ND_TYPE_F32, nmax) + 8);
+    unsigned long long s = 99 + at;
+    for (int li = 0; li < nl; li++) {
+        int64_t n = is_f ? lens_f[li] : lens_q[li];
+        if (n % q_blck(at)) continue;
+        const size_t bytes = q_row_size(at, n);
+        for (int kind = 0; kind < 10; kind++) {
+            if (at == ND_TYPE_F16 && kind == 9) continue; /* beyond range: inf, both agree? skip */
+            gen_floats(x, n, kind, &s);
+            memset(r, 0xAA, bytes + 8);
+            memset(g, 0x55, bytes + 8);
+            T_EQ_INT(q_quantize_act(at, x, r, n), 0);
+            T_EQ_INT(fn(x, g + 1, n), 0); /* unaligned destination */
+            T_CHECKF(memcmp(r, g + 1, bytes) == 0, "%s quantize %s n=%lld kind=%d: bytes differ",
+                     isa, tname(at), (long long)n, kind);
+            if (memcmp(r, g + 1, bytes) != 0)
+                for (size_t b = 0; b < bytes; b++)
+                    if (r[b] != g[1 + b]) {
+                        fprintf(stderr, "    first diff at byte %zu: ref %02x got %02x\n", b, r[b], g[1 + b]);
+                        break;
+                    }
+        }
+    }
+    if (!is_f) T_EQ_INT(fn(x, g, (int64_t)q_blck(at) + 1), ND_EINVAL);
+    T_EQ_INT(fn(x, g, -1), ND_EINVAL);
+    free(x), free(r), free(g);
+}
+
+static void test_quantizers_avx2(void) {
+    if (!cpu_has(K_ISA_AVX2)) T_SKIP("CPU lacks AVX2/FMA/F16C");
+    const qfn q[] = {{ND_TYPE_Q8_0, k_avx2_quantize_q8_0}, {ND_TYPE_Q8_1, k_avx2_quantize_q8_1},
+                     {ND_TYPE_Q8_K, k_avx2_quantize_q8_K}, {ND_TYPE_F16, k_avx2_quantize_f16},
+                     {ND_TYPE_BF16, k_avx2_quantize_bf16}};
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_quantizer("avx2", q[i].atype, q[i].fn);
+}
+
+/* Every selected table's quantize entry (whatever ISA it came from) matches the reference. */
+static void test_quantizers_tables(void) {
+    const k_isa isas[] = {K_ISA_SCALAR, K_ISA_AVX2, K_ISA_AVX512};
+    for (size_t j = 0; j < 3; j++) {
+        if (!cpu_has(isas[j])) continue;
+        k_kernels k;
+        k_select(&k, isas[j]);
+        for (size_t i = 0; i < N_WTYPES; i++) {
+            const k_ops *o = &k.ops[w_types[i]];
+            if (o->atype == ND_TYPE_F32) continue;
+            check_quantizer(k_isa_name(isas[j]), o->atype, o->quantize);
+        }
+    }
+}
+
+/* The scalar table must still be the reference (dispatch sanity). */
+static void test_scalar_table(void) {
+    k_kernels k;
+    k_select(&k, K_ISA_SCALAR);
+    T_EQ_INT(k.isa, K_ISA_SCALAR);
+    for (size_t i = 0; i < N_WTYPES; i++) T_EQ_STR(k.ops[w_types[i]].name, "scalar");
+}
+
+/* k_matmul with the best table vs the scalar table on a small Qwen-like shape. */
+static void test_matmul_best(void) {
+    k_kernels ks, kb;
+    k_select(&ks, K_ISA_SCALAR);
+    k_select(&kb, K_ISA_BEST);
+    const int64_t K = 896, N = 40, M = 3;
+    float *X = malloc(sizeof(float) * K * M), *W = malloc(sizeof(float) * K * N);
+    float *Y0 = malloc(sizeof(float) * N * M), *Y1 = malloc(sizeof(float) * N * M);
+    uint8_t *Wq = malloc(q_row_size(ND_TYPE_F32, K * N));
+    unsigned long long s = 5;
+    for (int64_t i = 0; i < K * M; i++) X[i] = t_rand_f(&s);
+    for (int64_t i = 0; i < K * N; i++) W[i] = t_rand_f(&s) * 0.05f;
+    for (size_t t = 0; t < N_WTYPES; t++) {
+        const uint32_t wt = w_types[t];
+        ND_ASSERT(q_quantize_row(wt, W, Wq, K * N) == 0);
+        k_scratch sc = {0};
+        k_env e0 = {&ks, NULL, &sc}, e1 = {&kb, NULL, &sc};
+        nd_err err;
+        T_EQ_INT(k_matmul(&e0, wt, Wq, K, N, X, M, Y0, &err), 0);
+        T_EQ_INT(k_matmul(&e1, wt, Wq, K, N, X, M, Y1, &err), 0);
+        double maxd = 0, maxy = 0;
+        for (int64_t i = 0; i < N * M; i++) {
+            maxd = fmax(maxd, fabs((double)Y0[i] - Y1[i]));
+            maxy = fmax(maxy, fabs((double)Y0[i]));
+        }
+        T_CHECKF(maxd <= 1e-4 * maxy + 1e-6, "%s matmul best vs scalar: max diff %g (max |y| %g)",
+                 tname(wt), maxd, maxy);
+        k_scratch_free(&sc);
+    }
+    free(X), free(W), free(Y0), free(Y1), free(Wq);
+}
+
+int main(void) {
+    T_RUN(test_scalar_table);
+    T_RUN(test_quantizers_avx2);
+    T_RUN(test_quantizers_tables);
+    T_RUN(test_table_avx2);
+    T_RUN(test_table_avx512);
+    T_RUN(test_direct_avx2);
+    T_RUN(test_direct_avx512);
+    T_RUN(test_matmul_best);
+    return t_done();
+}

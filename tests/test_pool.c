@@ -1,0 +1,162 @@
+/* Thread pool tests: every ith runs exactly once per job, results are visible to the
+ * caller after nd_pool_run, pools survive idle periods (workers asleep), dispatch cost. */
+#include <stdatomic.h>
+#include <time.h>
+
+#include "core/pool.h"
+#include "kernels/kernels.h"
+#include "quant/quant.h"
+#include "t.h"
+
+typedef struct job {
+    _Atomic int calls[64];
+    long long part[64];
+    int nth_seen;
+    long long n;
+} job;
+
+static void count_fn(void *ctx, int ith, int nth) {
+    job *j = ctx;
+    atomic_fetch_add(&j->calls[ith], 1);
+    j->nth_seen = nth;
+    long long s = 0; /* each thread sums its interleaved share of 0..n-1 */
+    for (long long i = ith; i < j->n; i += nth) s += i;
+    j->part[ith] = s;
+}
+
+static void test_each_thread_once(void) {
+    for (int nt = 1; nt <= 6; nt++) {
+        nd_err err = {0};
+        nd_pool *p = nd_pool_new(nt, &err);
+        T_CHECKF(p != NULL, "%s", err.msg);
+        if (!p) continue;
+        T_EQ_INT(nd_pool_size(p), nt);
+        for (int rep = 0; rep < 200; rep++) {
+            job j = {.n = 1000 + rep};
+            nd_pool_run(p, count_fn, &j);
+            long long total = 0;
+            for (int i = 0; i < nt; i++) {
+                T_EQ_INT(atomic_load(&j.calls[i]), 1);
+                total += j.part[i];
+            }
+            T_EQ_INT(atomic_load(&j.calls[nt]), 0);
+            T_EQ_INT(total, j.n * (j.n - 1) / 2);
+            T_EQ_INT(j.nth_seen, nt);
+        }
+        nd_pool_free(p);
+    }
+}
+
+/* Workers fall asleep after their spin budget; a job after a pause must still run. */
+static void test_after_sleep(void) {
+    nd_err err = {0};
+    nd_pool *p = nd_pool_new(3, &err);
+    T_CHECK(p != NULL);
+    if (!p) return;
+    for (int rep = 0; rep < 5; rep++) {
+        struct timespec ts = {0, 5 * 1000 * 1000}; /* 5 ms >> spin budget */
+        nanosleep(&ts, NULL);
+        job j = {.n = 10};
+        nd_pool_run(p, count_fn, &j);
+        for (int i = 0; i < 3; i++) T_EQ_INT(atomic_load(&j.calls[i]), 1);
+    }
+    nd_pool_free(p);
+    nd_pool_free(NULL);
+}
+
+static void test_bad_args(void) {
+    nd_err err = {0};
+    T_CHECK(nd_pool_new(0, &err) == NULL);
+    T_EQ_INT(err.code, ND_EINVAL);
+    T_CHECK(nd_pool_new(ND_POOL_MAX_THREADS + 1, &err) == NULL);
+    T_CHECK(nd_pool_default_threads() >= 1);
+    for (long k = 0; k < 3; k++) {
+        nd_alloc_fail_after(k);
+        nd_pool *p = nd_pool_new(2, &err);
+        nd_alloc_fail_after(-1);
+        if (p) {
+            nd_pool_free(p);
+            break;
+        }
+        T_EQ_INT(err.code, ND_ENOMEM);
+    }
+}
+
+static void empty_fn(void *ctx, int ith, int nth) {
+    (void)ctx;
+    (void)ith;
+    (void)nth;
+}
+
+/* Dispatch cost of an empty job, printed (a figure, not a pass/fail criterion). */
+static void test_overhead(void) {
+    int n = nd_pool_default_threads();
+    if (n < 2) n = 2;
+    nd_err err = {0};
+    nd_pool *p = nd_pool_new(n, &err);
+    T_CHECK(p != NULL);
+    if (!p) return;
+    for (int i = 0; i < 1000; i++) nd_pool_run(p, empty_fn, NULL);
+    const int N = 20000;
+    double t0 = nd_time_s();
+    for (int i = 0; i < N; i++) nd_pool_run(p, empty_fn, NULL);
+    double us = (nd_time_s() - t0) / N * 1e6;
+    fprintf(stderr, "  empty nd_pool_run, %d threads: %.2f us\n", n, us);
+    T_CHECK(us < 1000); /* sanity only: a broken wake would take milliseconds */
+    nd_pool_free(p);
+}
+
+/* k_matmul agrees with a plain loop over q_vec_dot, threaded or not, for M = 1 and M > 1. */
+static void test_matmul(void) {
+    enum { K = 256, N = 37, M = 5 };
+    static float W[N * K], X[M * K], Y1[M * N], Y2[M * N];
+    static uint8_t Wq[N * K * 2], Xq[M * K * 2];
+    unsigned long long s = 3;
+    for (int i = 0; i < N * K; i++) W[i] = t_rand_f(&s);
+    for (int i = 0; i < M * K; i++) X[i] = t_rand_f(&s);
+    k_kernels kk;
+    k_select(&kk, K_ISA_BEST);
+    uint32_t types[] = {ND_TYPE_F32, ND_TYPE_F16, ND_TYPE_Q8_0, ND_TYPE_Q4_K, ND_TYPE_Q6_K};
+    nd_err err = {0};
+    nd_pool *p = nd_pool_new(3, &err);
+    k_scratch sc = {0};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        uint32_t t = types[ti];
+        const void *w = W;
+        if (t != ND_TYPE_F32) {
+            T_EQ_INT(q_quantize_row(t, W, Wq, N * K), 0);
+            w = Wq;
+        }
+        uint32_t at = q_vec_dot_type(t);
+        for (int m = 0; m < M; m++) q_quantize_act(at, X + m * K, Xq + m * q_row_size(at, K), K);
+        for (int m = 0; m < M; m++)
+            for (int r = 0; r < N; r++)
+                Y1[m * N + r] = q_vec_dot(t, (const uint8_t *)w + r * q_row_size(t, K), at,
+                                          Xq + m * q_row_size(at, K), K);
+        for (int threaded = 0; threaded < 2; threaded++) {
+            k_env env = {&kk, threaded ? p : NULL, &sc};
+            memset(Y2, 0, sizeof Y2);
+            T_EQ_INT(k_matmul(&env, t, w, K, N, X, M, Y2, &err), 0);
+            for (int i = 0; i < M * N; i++)
+                T_CHECKF(Y1[i] == Y2[i], "type %u threaded %d elem %d: %g vs %g", t, threaded, i,
+                         Y1[i], Y2[i]);
+            T_EQ_INT(k_matmul(&env, t, w, K, N, X, 1, Y2, &err), 0);
+            for (int i = 0; i < N; i++) T_CHECK(Y1[i] == Y2[i]);
+        }
+    }
+    /* unsupported type and bad row length are errors, not crashes */
+    k_env env = {&kk, p, &sc};
+    T_EQ_INT(k_matmul(&env, ND_TYPE_IQ2_XXS, W, K, N, X, 1, Y2, &err), ND_EUNSUPPORTED);
+    T_EQ_INT(k_matmul(&env, ND_TYPE_Q8_0, Wq, 48, N, X, 1, Y2, &err), ND_EFORMAT);
+    k_scratch_free(&sc);
+    nd_pool_free(p);
+}
+
+int main(void) {
+    T_RUN(test_each_thread_once);
+    T_RUN(test_after_sleep);
+    T_RUN(test_bad_args);
+    T_RUN(test_overhead);
+    T_RUN(test_matmul);
+    return t_done();
+}
