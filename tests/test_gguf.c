@@ -175,6 +175,9 @@ static void test_malformed_corpus(void) {
     r_kv_u32(&r, "general.alignment", 24);
     expect_fail(&r, ND_EFORMAT, "power of two", "alignment 24");
     r_header(&r, 3, 0, 1);
+    r_kv_u32(&r, "general.alignment", 1u << 31);
+    expect_fail(&r, ND_EFORMAT, "power of two up to", "alignment 2^31");
+    r_header(&r, 3, 0, 1);
     r_kv_u32(&r, "general.alignment", 0);
     expect_fail(&r, ND_EFORMAT, "power of two", "alignment 0");
     r_header(&r, 3, 0, 1);
@@ -393,6 +396,11 @@ static void test_writer_file_atomic(void) {
     T_CHECK(gguf_writer_add_tensor(w, "q", ND_TYPE_Q4_0, 1, (uint64_t[]){33}, NULL, &err) < 0);
     T_CHECK(gguf_writer_add_tensor(w, "filled", ND_TYPE_F32, 1, ne, NULL, &err) < 0);
     T_CHECK(gguf_writer_set_u32(w, "bad\xff", 1) < 0);
+    gguf_writer_set_u32(w, "general.alignment", 48);
+    uint8_t *mb = NULL;
+    size_t ml;
+    T_EQ_INT(gguf_writer_write_mem(w, NULL, NULL, &mb, &ml, &err), ND_EINVAL);
+    T_CHECK(strstr(err.msg, "alignment") != NULL);
     unlink(path);
     gguf_writer_free(w);
     gguf_writer_free(w3);

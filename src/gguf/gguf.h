@@ -24,6 +24,7 @@
 #define GGUF_MAX_STRING (64ull << 20)   /* 64 MiB for a single string */
 #define GGUF_MAX_ARRAY (256ull << 20)   /* elements in one array */
 #define GGUF_MAX_NESTING 8              /* arrays of arrays of ... */
+#define GGUF_MAX_ALIGNMENT (1u << 20)   /* general.alignment: real files use 32 */
 
 typedef enum gguf_vtype {
     GGUF_VT_UINT8 = 0,

@@ -373,10 +373,11 @@ static int parse(gguf_ctx *g, nd_err *err) {
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     const gguf_kv *al = gguf_find(g, "general.alignment");
     if (al) {
-        if (al->val.type != GGUF_VT_UINT32 || al->val.u64 == 0 || (al->val.u64 & (al->val.u64 - 1)))
+        if (al->val.type != GGUF_VT_UINT32 || al->val.u64 == 0 || (al->val.u64 & (al->val.u64 - 1)) ||
+            al->val.u64 > GGUF_MAX_ALIGNMENT)
             return nd_seterr(err, ND_EFORMAT,
-                             "gguf: general.alignment must be a uint32 power of two (got %s %llu)",
-                             gguf_vtype_name(al->val.type), (unsigned long long)al->val.u64);
+                             "gguf: general.alignment must be a uint32 power of two up to %u (got %s %llu)",
+                             GGUF_MAX_ALIGNMENT, gguf_vtype_name(al->val.type), (unsigned long long)al->val.u64);
         g->alignment = al->val.u64;
     }
     rc = parse_tensor_infos(&c, g);

@@ -282,7 +282,9 @@ static uint64_t get_alignment(const gguf_writer *w) {
             const uint8_t *p = (const uint8_t *)w->kv[i].blob.data;
             uint32_t t = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
             uint32_t a = p[4] | p[5] << 8 | p[6] << 16 | (uint32_t)p[7] << 24;
-            if (t == GGUF_VT_UINT32 && a && !(a & (a - 1))) return a;
+            return t == GGUF_VT_UINT32 && a && !(a & (a - 1)) && a <= GGUF_MAX_ALIGNMENT ? a : 0;
+        } else if (!strcmp(w->kv[i].key, "general.alignment")) {
+            return 0;
         }
     return GGUF_DEFAULT_ALIGNMENT;
 }
@@ -290,6 +292,9 @@ static uint64_t get_alignment(const gguf_writer *w) {
 static int write_all(gguf_writer *w, sink *s, gguf_tensor_fill_fn fill, void *user, nd_err *err) {
     if (w->oom) return nd_seterr(err, ND_ENOMEM, "out of memory while building metadata");
     uint64_t align = get_alignment(w), off = 0;
+    if (!align)
+        return nd_seterr(err, ND_EINVAL, "general.alignment must be a uint32 power of two up to %u",
+                         GGUF_MAX_ALIGNMENT);
     static const uint8_t zeros[256];
     for (size_t i = 0; i < w->n_t; i++) {
         w->t[i].offset = off;
@@ -307,7 +312,10 @@ static int write_all(gguf_writer *w, sink *s, gguf_tensor_fill_fn fill, void *us
         for (uint32_t d = 0; d < t->n_dims && !rc; d++) rc = put_le(&h, t->ne[d], 8);
         rc = rc || put_le(&h, t->type, 4) || put_le(&h, t->offset, 8);
     }
-    while (!rc && h.len % align) rc = nd_buf_append(&h, zeros, 1);
+    while (!rc && h.len % align) {
+        uint64_t k = align - h.len % align;
+        rc = nd_buf_append(&h, zeros, k < sizeof zeros ? k : sizeof zeros);
+    }
     if (rc) {
         nd_buf_free(&h);
         return nd_seterr(err, ND_ENOMEM, "out of memory");
