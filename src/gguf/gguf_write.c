@@ -65,9 +65,19 @@ static int put_str(nd_buf *b, const char *s, uint64_t len) {
     return put_le(b, len, 8) || nd_buf_append(b, s, len) ? ND_ENOMEM : 0;
 }
 
+static bool key_ok(const char *key) { return key && *key && nd_utf8_valid(key, strlen(key)); }
+
+/* A setter failed: a bad key is the caller's mistake (ND_EINVAL); anything else is memory,
+ * which also poisons the writer so that writing reports it. */
+static int set_failed(gguf_writer *w, const char *key) {
+    if (!key_ok(key)) return ND_EINVAL;
+    w->oom = 1;
+    return ND_ENOMEM;
+}
+
 /* Returns the blob of `key`, creating or emptying it. */
 static nd_buf *kv_slot(gguf_writer *w, const char *key) {
-    if (!key || !*key || !nd_utf8_valid(key, strlen(key))) return NULL;
+    if (!key_ok(key)) return NULL;
     for (size_t i = 0; i < w->n_kv; i++)
         if (!strcmp(w->kv[i].key, key)) {
             w->kv[i].blob.len = 0;
@@ -89,10 +99,7 @@ static nd_buf *kv_slot(gguf_writer *w, const char *key) {
 
 static int set_scalar(gguf_writer *w, const char *key, gguf_vtype t, uint64_t raw, int n) {
     nd_buf *b = kv_slot(w, key);
-    if (!b || put_le(b, t, 4) || put_le(b, raw, n)) {
-        w->oom = 1;
-        return ND_ENOMEM;
-    }
+    if (!b || put_le(b, t, 4) || put_le(b, raw, n)) return set_failed(w, key);
     return 0;
 }
 
@@ -116,10 +123,7 @@ int gguf_writer_set_f64(gguf_writer *w, const char *k, double v) {
 
 int gguf_writer_set_strn(gguf_writer *w, const char *key, const char *v, size_t len) {
     nd_buf *b = kv_slot(w, key);
-    if (!b || put_le(b, GGUF_VT_STRING, 4) || put_str(b, v, len)) {
-        w->oom = 1;
-        return ND_ENOMEM;
-    }
+    if (!b || put_le(b, GGUF_VT_STRING, 4) || put_str(b, v, len)) return set_failed(w, key);
     return 0;
 }
 
@@ -136,10 +140,7 @@ int gguf_writer_set_arr(gguf_writer *w, const char *key, gguf_vtype etype, const
     if (!nd_mul_ok(n, elem_size[etype], &bytes) || bytes > SIZE_MAX) return ND_ERANGE;
     nd_buf *b = kv_slot(w, key);
     if (!b || put_le(b, GGUF_VT_ARRAY, 4) || put_le(b, etype, 4) || put_le(b, n, 8) ||
-        nd_buf_append(b, data, (size_t)bytes)) {
-        w->oom = 1;
-        return ND_ENOMEM;
-    }
+        nd_buf_append(b, data, (size_t)bytes)) return set_failed(w, key);
     return 0;
 }
 
@@ -149,10 +150,7 @@ int gguf_writer_set_arr_str(gguf_writer *w, const char *key, const char *const *
     int rc = !b || put_le(b, GGUF_VT_ARRAY, 4) || put_le(b, GGUF_VT_STRING, 4) || put_le(b, n, 8);
     for (uint64_t i = 0; i < n && !rc; i++)
         rc = put_str(b, strs[i], lens ? lens[i] : strlen(strs[i]));
-    if (rc) {
-        w->oom = 1;
-        return ND_ENOMEM;
-    }
+    if (rc) return set_failed(w, key);
     return 0;
 }
 
@@ -196,10 +194,7 @@ int gguf_writer_set_value(gguf_writer *w, const char *key, const gguf_value *v) 
         default: rc = put_le(b, v->u64, elem_size[v->type]); break;
         }
     }
-    if (rc) {
-        w->oom = 1;
-        return ND_ENOMEM;
-    }
+    if (rc) return set_failed(w, key);
     return 0;
 }
 
