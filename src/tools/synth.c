@@ -18,33 +18,12 @@
 
 #include "gguf/gguf.h"
 #include "quant/quant.h"
+#include "tools/presets.h"
 #include "tools/tools.h"
 
 /* ------------------------------------------------------------------ presets */
 
-typedef struct preset {
-    const char *name, *arch;
-    uint32_t dim, layers, heads, kv_heads, head_dim, ffn, vocab, ctx;
-    float rope_base, eps;
-    uint32_t rope_dims;   /* 0 = head_dim */
-    bool tied, qkv_bias, qk_norm;
-    float llama3_factor;  /* > 0: Llama-3.1 rope scaling (rope_freqs tensor) */
-    uint32_t llama3_orig_ctx;
-} preset;
 
-static const preset presets[] = {
-    /* name            arch     dim  lay hd kv hdim  ffn   vocab  ctx     rope   eps  rdim tied bias qkn */
-    {"tiny",           "llama",   64,  2, 4, 2,  16,  192,     0,   256, 10000, 1e-5f, 0, true, false, false, 0, 0},
-    {"qwen2.5-0.5b",   "qwen2",  896, 24, 14, 2,  64, 4864, 151936, 32768, 1e6f, 1e-6f, 0, true, true, false, 0, 0},
-    {"qwen2.5-1.5b",   "qwen2", 1536, 28, 12, 2, 128, 8960, 151936, 32768, 1e6f, 1e-6f, 0, true, true, false, 0, 0},
-    {"qwen2.5-coder-7b","qwen2",3584, 28, 28, 4, 128, 18944, 152064, 32768, 1e6f, 1e-6f, 0, false, true, false, 0, 0},
-    {"qwen3-0.6b",     "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 40960, 1e6f, 1e-6f, 0, true, false, true, 0, 0},
-    {"qwen3-4b",       "qwen3", 2560, 36, 32, 8, 128, 9728, 151936, 40960, 1e6f, 1e-6f, 0, true, false, true, 0, 0},
-    {"llama-3.2-1b",   "llama", 2048, 16, 32, 8,  64, 8192, 128256, 131072, 500000, 1e-5f, 0, true, false, false, 32, 8192},
-    {"llama-3.1-8b",   "llama", 4096, 32, 32, 8, 128, 14336, 128256, 131072, 500000, 1e-5f, 0, false, false, false, 8, 8192},
-    {"phi-3.5-mini",   "phi3",  3072, 32, 32, 32, 96, 8192, 32064, 131072, 10000, 1e-5f, 96, false, false, false, 0, 0},
-};
-#define N_PRESETS (sizeof presets / sizeof presets[0])
 
 /* ------------------------------------------------------- tokenizer training */
 
@@ -227,6 +206,7 @@ typedef struct synth {
     synth_t *t;
     size_t n_t;
     float *rope_factors; /* preset rope_freqs (n = head_dim/2) */
+    uint32_t want;       /* requested weight type */
     nd_progress prog;
     uint64_t done_bytes;
 } synth;
@@ -264,20 +244,15 @@ static int fill_tensor(void *user, uint64_t index, void *dst, uint64_t nbytes, n
     return 0;
 }
 
-static int add_t(synth *s, const char *name, uint64_t ne0, uint64_t ne1, uint32_t type, int kind) {
+static void add_t(void *user, const char *name, uint64_t ne0, uint64_t ne1, preset_kind kind) {
+    synth *s = user;
     synth_t *t = &s->t[s->n_t++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->ne[0] = ne0;
     t->ne[1] = ne1;
     t->n_dims = ne1 ? 2 : 1;
-    t->kind = kind;
-    /* 1-D tensors stay F32 (as llama.cpp keeps norms); rows that do not fit the block
-     * size fall back to Q8_0 / F16 like llama.cpp's quantizer does */
-    if (!ne1) t->type = ND_TYPE_F32;
-    else if (ne0 % q_blck(type) == 0) t->type = type;
-    else if (ne0 % 32 == 0) t->type = ND_TYPE_Q8_0;
-    else t->type = ND_TYPE_F16;
-    return t->type != type && ne1;
+    t->kind = (int)kind;
+    t->type = preset_tensor_type(s->want, ne0, ne1);
 }
 
 /* Llama-3.1 frequency factors, as the rope_freqs tensor carries them. */
@@ -301,7 +276,7 @@ static void usage(FILE *f) {
                "  --type   f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k (default f16)\n"
                "  --layers override the number of layers (smaller files for tests)\n"
                "presets:");
-    for (size_t i = 0; i < N_PRESETS; i++) fprintf(f, " %s", presets[i].name);
+    preset_print_names(f);
     fputc('\n', f);
 }
 
@@ -330,9 +305,7 @@ int tool_synth(int argc, char **argv) {
             return 2;
         }
     }
-    const preset *p = NULL;
-    for (size_t i = 0; pname && i < N_PRESETS; i++)
-        if (!strcmp(presets[i].name, pname)) p = &presets[i];
+    const preset *p = preset_find(pname);
     if (!p || !out) {
         if (pname && !p) fprintf(stderr, "nindub synth: unknown preset '%s'\n", pname);
         usage(stderr);
@@ -402,48 +375,14 @@ int tool_synth(int argc, char **argv) {
     gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", true);
     gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", false);
 
-    uint32_t t = (uint32_t)type, q_dim = p->heads * p->head_dim, kv_dim = p->kv_heads * p->head_dim;
-    bool phi = !strcmp(p->arch, "phi3");
+    uint32_t t = (uint32_t)type;
     int fallbacks = 0;
-    fallbacks += add_t(&s, "token_embd.weight", p->dim, n_vocab, t, 0);
-    add_t(&s, "output_norm.weight", p->dim, 0, ND_TYPE_F32, 1);
-    if (!p->tied) fallbacks += add_t(&s, "output.weight", p->dim, n_vocab, t, 0);
-    if (p->llama3_factor > 0) {
-        llama3_factors(p, rf);
-        add_t(&s, "rope_freqs.weight", p->head_dim / 2, 0, ND_TYPE_F32, 3);
-    }
-    if (phi) { /* LongRoPE factors: plain ones keep the short-context behaviour */
-        for (int i = 0; i < 256; i++) rf[i] = 1.0f;
-        add_t(&s, "rope_factors_long.weight", (p->rope_dims ? p->rope_dims : p->head_dim) / 2, 0, ND_TYPE_F32, 3);
-        add_t(&s, "rope_factors_short.weight", (p->rope_dims ? p->rope_dims : p->head_dim) / 2, 0, ND_TYPE_F32, 3);
-    }
-    char nm[96];
-#define BLK(fmt) (snprintf(nm, sizeof nm, "blk.%u." fmt, l), nm)
-    for (uint32_t l = 0; l < n_layers; l++) {
-        add_t(&s, BLK("attn_norm.weight"), p->dim, 0, 0, 1);
-        add_t(&s, BLK("ffn_norm.weight"), p->dim, 0, 0, 1);
-        if (phi) {
-            fallbacks += add_t(&s, BLK("attn_qkv.weight"), p->dim, q_dim + 2 * kv_dim, t, 0);
-            fallbacks += add_t(&s, BLK("ffn_up.weight"), p->dim, 2 * p->ffn, t, 0);
-        } else {
-            fallbacks += add_t(&s, BLK("attn_q.weight"), p->dim, q_dim, t, 0);
-            fallbacks += add_t(&s, BLK("attn_k.weight"), p->dim, kv_dim, t, 0);
-            fallbacks += add_t(&s, BLK("attn_v.weight"), p->dim, kv_dim, t, 0);
-            fallbacks += add_t(&s, BLK("ffn_gate.weight"), p->dim, p->ffn, t, 0);
-            fallbacks += add_t(&s, BLK("ffn_up.weight"), p->dim, p->ffn, t, 0);
-        }
-        if (p->qkv_bias) {
-            add_t(&s, BLK("attn_q.bias"), q_dim, 0, 0, 2);
-            add_t(&s, BLK("attn_k.bias"), kv_dim, 0, 0, 2);
-            add_t(&s, BLK("attn_v.bias"), kv_dim, 0, 0, 2);
-        }
-        if (p->qk_norm) {
-            add_t(&s, BLK("attn_q_norm.weight"), p->head_dim, 0, 0, 1);
-            add_t(&s, BLK("attn_k_norm.weight"), p->head_dim, 0, 0, 1);
-        }
-        fallbacks += add_t(&s, BLK("attn_output.weight"), q_dim, p->dim, t, 0);
-        fallbacks += add_t(&s, BLK("ffn_down.weight"), p->ffn, p->dim, t, 0);
-    }
+    if (p->llama3_factor > 0) llama3_factors(p, rf);
+    else
+        for (int i = 0; i < 256; i++) rf[i] = 1.0f; /* LongRoPE factors of ones: short-context behaviour */
+    s.want = t;
+    preset_tensors(p, n_layers, n_vocab, add_t, &s);
+    for (size_t i = 0; i < s.n_t; i++) fallbacks += s.t[i].type != t && s.t[i].n_dims > 1;
     uint64_t total = 0, params = 0;
     for (size_t i = 0; i < s.n_t && !rc; i++) {
         const synth_t *st = &s.t[i];
