@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (ids[i] < 0 || ids[i] >= tok_n_vocab(v)) abort();
     char *out;
     size_t on;
-    if (tok_decode(v, ids, k, TOK_DECODE_REMOVE_SPECIAL | (parse_special ? TOK_DECODE_UNPARSE_SPECIAL : 0),
+    unsigned dflags = (add_special ? TOK_DECODE_REMOVE_SPECIAL : 0) | (parse_special ? TOK_DECODE_UNPARSE_SPECIAL : 0);
+    if (tok_decode(v, ids, k, dflags,
                    &out, &on, &err) != 0)
         abort();
     /* round trip for plain valid UTF-8 text (special-token text, SPM's invalid bytes before
