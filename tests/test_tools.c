@@ -24,7 +24,7 @@ static int run(char **out, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin(), args);
+    snprintf(cmd, sizeof cmd, "%s 2>&1 %s", bin(), args); /* args may end in a heredoc */
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     nd_buf b = {0};
@@ -211,11 +211,97 @@ static void test_quantize_recipe_and_errors(void) {
     unlink("build/test_tools_q2.gguf");
 }
 
+/* `nindub run --temp 0` prints llama.cpp's greedy continuation (generate.json). */
+static void test_run_matches_golden(void) {
+    NEED_BIN();
+    const char *fx = t_fixtures();
+    if (!fx) T_SKIP("fixtures not found");
+    char path[1024], *json = NULL;
+    snprintf(path, sizeof path, "%s/golden/aidreams260K.generate.json", fx);
+    if (nd_read_file(path, &json, NULL, NULL)) T_SKIP("no generate golden");
+    cJSON *j = cJSON_Parse(json), *g = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "greedy"), 0);
+    const char *prompt = cJSON_GetStringValue(cJSON_GetObjectItem(g, "prompt"));
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(g, "text"));
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(g, "generated"));
+    T_CHECK(prompt && text && n > 0);
+    if (prompt && text) {
+        char *o;
+        int rc = run(&o, "run -m %s/models/aidreams260K-f32.gguf -p '%s' -n %d --temp 0 -t 1 2>/dev/null", fx,
+                     prompt, n);
+        T_EQ_INT(rc, 0);
+        /* golden text = decode(prompt + generated), with SPM's leading space */
+        const char *want = strstr(text, prompt);
+        T_CHECK(want != NULL);
+        if (want) {
+            want += strlen(prompt);
+            while (*want == ' ') want++;
+            size_t wl = strlen(want);
+            T_CHECKF(!strncmp(o, want, wl), "run printed '%.80s', golden '%.80s'", o, want);
+        }
+        nd_free(o);
+        /* a stop string cuts the output before it */
+        rc = run(&o, "run -m %s/models/aidreams260K-f32.gguf -p '%s' -n %d --temp 0 --stop whispers 2>&1", fx,
+                 prompt, n);
+        T_EQ_INT(rc, 0);
+        T_CHECK(strstr(o, "stop string") != NULL && strstr(o, "whispers") == NULL);
+        nd_free(o);
+    }
+    cJSON_Delete(j);
+    nd_free(json);
+}
+
+static void test_run_chat_errors(void) {
+    NEED_BIN();
+    char *o;
+    T_EQ_INT(run(&o, "run -p hi"), 2);
+    nd_free(o);
+    T_EQ_INT(run(&o, "run -m x.gguf -p hi --temp abc"), 2);
+    T_CHECK(strstr(o, "--temp") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "run -m /nonexistent.gguf -p hi"), 1);
+    T_CHECK(strstr(o, "cannot open") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "chat -m x.gguf --template jinja"), 2);
+    nd_free(o);
+    const char *fx = t_fixtures();
+    if (!fx) return;
+    /* a prompt longer than the context is refused with advice */
+    T_EQ_INT(run(&o, "run -m %s/models/aidreams260K-f32.gguf -c 16 -f %s/text/sample.txt", fx, fx), 1);
+    T_CHECKF(strstr(o, "larger -c") != NULL, "%s", o);
+    nd_free(o);
+}
+
+/* chat over a pipe: answers each line, reuses the cached prefix on the next turn. */
+static void test_chat_pipe(void) {
+    NEED_BIN();
+    const char *fx = t_fixtures();
+    if (!fx) T_SKIP("fixtures not found");
+    char *o;
+    int rc = run(&o, "chat -m %s/models/aidreams260K-f32.gguf -n 12 --temp 0 -t 1 -c 128 -v "
+                     "--system 'You write poems.' <<'EOF'\nThe sun\nand the moon\n/reset\nagain\nEOF", fx);
+    T_CHECKF(rc == 0, "%s", o);
+    T_CHECK(strstr(o, "template llama2") != NULL);
+    /* the second turn reuses more than the system prompt's tokens */
+    const char *second = strstr(o, "tokens, ");
+    second = second ? strstr(second + 1, "tokens, ") : NULL;
+    T_CHECK(second && atoi(second + 8) > 10);
+    nd_free(o);
+    /* a conversation longer than the context drops old turns instead of failing */
+    rc = run(&o, "chat -m %s/models/aidreams260K-f32.gguf -n 30 --temp 0 -t 1 -c 64 <<'EOF'\n"
+                 "one two three four\nfive six seven eight\nnine ten eleven twelve\nthirteen fourteen\nEOF", fx);
+    T_CHECKF(rc == 0, "%s", o);
+    T_CHECK(strstr(o, "dropped the oldest turn") != NULL);
+    nd_free(o);
+}
+
 int main(void) {
     T_RUN(test_usage_errors);
     T_RUN(test_info_bad_files);
     T_RUN(test_synth_info_json);
     T_RUN(test_quantize_matches_llamacpp);
     T_RUN(test_quantize_recipe_and_errors);
+    T_RUN(test_run_matches_golden);
+    T_RUN(test_run_chat_errors);
+    T_RUN(test_chat_pipe);
     return t_done();
 }

@@ -18,6 +18,7 @@ int tool_quantize(int argc, char **argv);
 int tool_perplexity(int argc, char **argv);
 int tool_bench(int argc, char **argv);
 int tool_plan(int argc, char **argv);
+int tool_chat(int argc, char **argv);
 int tool_convert_tokenizer(int argc, char **argv);
 
 #endif
