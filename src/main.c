@@ -11,6 +11,7 @@ static const nd_tool tools[] = {
     {"tokenize", tool_tokenize, "text -> token ids and pieces (or --ids: ids -> text)"},
     {"synth", tool_synth, "write a random-weight model with the shape of a real one"},
     {"quantize", tool_quantize, "convert a model's weights to another type (q4_k_m, q8_0 ...)"},
+    {"imatrix", tool_imatrix, "collect an importance matrix (mean squared activations) for quantize --imatrix"},
     {"perplexity", tool_perplexity, "perplexity of a text (llama.cpp protocol), KL-divergence vs a reference"},
     {"bench", tool_bench, "prompt and generation speed, llama-bench compatible output"},
     {"plan", tool_plan, "memory and speed plan: what fits where on this machine, predicted tokens/s"},

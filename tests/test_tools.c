@@ -294,6 +294,47 @@ static void test_chat_pipe(void) {
     nd_free(o);
 }
 
+/* imatrix collects every weight matrix's input statistics; quantize uses them. */
+static void test_imatrix(void) {
+    NEED_BIN();
+    const char *fx = t_fixtures();
+    if (!fx) T_SKIP("fixtures not found");
+    char *o;
+    int rc = run(&o, "imatrix -m %s/models/synth-llama-f32.gguf -f %s/text/sample.txt -c 64 -t 1 "
+                     "-o build/test_tools_im.gguf", fx, fx);
+    T_CHECKF(rc == 0, "%s", o);
+    nd_free(o);
+    nd_err err = {0};
+    gguf_ctx *g = gguf_open("build/test_tools_im.gguf", &err);
+    T_CHECKF(g != NULL, "%s", err.msg);
+    if (g) {
+        const gguf_tensor *t = gguf_find_tensor(g, "blk.1.ffn_down.weight.in_sum2");
+        T_CHECK(t && t->type == ND_TYPE_F32 && t->ne[0] == 512);
+        T_CHECK(gguf_find_tensor(g, "blk.0.attn_q.weight.counts") != NULL);
+        uint32_t chunks = 0;
+        T_CHECK(!gguf_get_u32(g, "imatrix.chunk_count", &chunks, NULL) && chunks >= 2);
+        gguf_close(g);
+    }
+    rc = run(&o, "quantize --pure --imatrix build/test_tools_im.gguf %s/models/synth-llama-f32.gguf "
+                 "build/test_tools_qi.gguf q4_k", fx);
+    T_CHECKF(rc == 0 && strstr(o, "importance matrix used for 14 tensors"), "%s", o);
+    nd_free(o);
+    /* weighted scales differ from the plain reference quantization */
+    T_EQ_INT(run(NULL, "quantize --pure %s/models/synth-llama-f32.gguf build/test_tools_qp.gguf q4_k", fx), 0);
+    int same;
+    T_CHECK(diff_tensors("build/test_tools_qi.gguf", "build/test_tools_qp.gguf", &same) > 0);
+    /* hostile: a text shorter than one chunk, a missing imatrix */
+    T_EQ_INT(run(&o, "imatrix -m %s/models/synth-llama-f32.gguf -f tests/t.h -c 100000 -o build/x.gguf", fx), 1);
+    T_CHECK(strstr(o, "fewer than one chunk") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "quantize --imatrix /nonexistent.gguf %s/models/synth-llama-f32.gguf build/x.gguf q4_k", fx), 1);
+    nd_free(o);
+    T_CHECK(access("build/x.gguf", F_OK) != 0); /* no partial output */
+    unlink("build/test_tools_im.gguf");
+    unlink("build/test_tools_qi.gguf");
+    unlink("build/test_tools_qp.gguf");
+}
+
 int main(void) {
     T_RUN(test_usage_errors);
     T_RUN(test_info_bad_files);
@@ -303,5 +344,6 @@ int main(void) {
     T_RUN(test_run_matches_golden);
     T_RUN(test_run_chat_errors);
     T_RUN(test_chat_pipe);
+    T_RUN(test_imatrix);
     return t_done();
 }

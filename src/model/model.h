@@ -107,6 +107,10 @@ typedef struct model_ctx_params {
     int n_batch;       /* tokens per forward chunk (prefill tile); 0 = 256 */
     uint32_t kv_type;  /* ND_TYPE_F16 (default, as llama.cpp) or ND_TYPE_F32 */
     k_isa isa;         /* K_ISA_BEST by default; K_ISA_SCALAR forces the reference */
+    /* Optional: called before every weight matmul with its input rows X[M][K] and the
+     * weight's tensor name (importance-matrix collection). NULL = no call. */
+    void (*on_matmul)(void *user, const char *weight, const float *X, int64_t M, int64_t K);
+    void *on_matmul_user;
 } model_ctx_params;
 
 model_ctx_params model_ctx_default_params(void);

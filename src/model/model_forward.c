@@ -44,6 +44,8 @@ struct model_ctx {
     float *rope_cs;         /* [B][n_rot / 2][2] cos, sin per position and pair */
     uint8_t *att_tmp;       /* per thread: q row, scores[n_ctx], probs[n_ctx] */
     size_t att_tmp_stride;  /* bytes per thread */
+    void (*on_matmul)(void *user, const char *weight, const float *X, int64_t M, int64_t K);
+    void *on_matmul_user;
 };
 
 model_ctx_params model_ctx_default_params(void) {
@@ -116,6 +118,8 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
     c->n_batch = p.n_batch ? p.n_batch : 256;
     if (c->n_batch > n_ctx) c->n_batch = (int)n_ctx;
     c->kv_type = p.kv_type;
+    c->on_matmul = p.on_matmul;
+    c->on_matmul_user = p.on_matmul_user;
     c->kv_elt = p.kv_type == ND_TYPE_F16 ? 2 : 4;
     k_select(&c->kern, p.isa);
     if (check_kernels(m, &c->kern, err)) goto fail;
@@ -325,6 +329,7 @@ static void attention(model_ctx *c, int64_t il, int64_t pos0, int64_t B) {
 
 #define MATMUL(W, X, M, Y)                                                               \
     do {                                                                                 \
+        if (c->on_matmul) c->on_matmul(c->on_matmul_user, (W).name, (X), (M), (W).k);     \
         int rc_ = k_matmul(&c->env, (W).type, (W).data, (W).k, (W).n, (X), (M), (Y), err); \
         if (rc_) return nd_preerr(err, "%s: ", (W).name);                                \
     } while (0)
