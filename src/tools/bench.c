@@ -19,6 +19,7 @@
 
 #include "core/sha256.h"
 #include "model/model.h"
+#include "tools/eval.h"
 #include "tools/tools.h"
 
 #ifndef ND_GIT_REV
@@ -118,6 +119,74 @@ static int run_once(model_ctx *ctx, const int32_t *toks, long n_prompt, long n_g
     return 0;
 }
 
+/* One warm-up, then reps timed runs of r's test; fills samples, avg and sd. */
+static int measure(model_ctx *ctx, const int32_t *toks, result *r, int reps, float *logits, nd_err *err) {
+    double s;
+    r->n_samples = 0;
+    for (int rep = -1; rep < reps; rep++) {
+        int rc = run_once(ctx, toks, r->n_prompt, r->n_gen, logits, &s, err);
+        if (rc) return rc;
+        if (rep >= 0) r->samples[r->n_samples++] = (double)(r->n_prompt + r->n_gen) / s;
+    }
+    double sum = 0, sq = 0;
+    for (int k = 0; k < r->n_samples; k++) sum += r->samples[k];
+    r->avg = sum / r->n_samples;
+    for (int k = 0; k < r->n_samples; k++) sq += (r->samples[k] - r->avg) * (r->samples[k] - r->avg);
+    r->sd = r->n_samples > 1 ? sqrt(sq / (r->n_samples - 1)) : 0;
+    return 0;
+}
+
+/* Random token ids (fixed seed): speed does not depend on the text. */
+static void fill_tokens(int32_t *toks, long n, int64_t n_vocab) {
+    uint64_t st = 12345;
+    for (long i = 0; i < n; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        toks[i] = (int32_t)((st >> 33) % (uint64_t)n_vocab);
+    }
+}
+
+int bench_speed(const char *model, int threads, long n_prompt, long n_gen, int reps, speed_result *out,
+                nd_err *err) {
+    memset(out, 0, sizeof *out);
+    if (reps < 1 || reps > 64 || n_prompt < 0 || n_gen < 0) return nd_seterr(err, ND_EINVAL, "bad bench parameters");
+    model_t *m = model_load(model, err);
+    if (!m) return err->code;
+    long max_tok = n_prompt > n_gen ? n_prompt : n_gen;
+    if (max_tok < 1) max_tok = 1;
+    int32_t *toks = nd_malloc((size_t)max_tok * sizeof *toks);
+    float *logits = nd_malloc((size_t)m->hp.n_vocab * sizeof *logits);
+    model_ctx *ctx = NULL;
+    int rc = ND_ENOMEM;
+    if (!toks || !logits) {
+        nd_seterr(err, rc, "out of memory");
+        goto done;
+    }
+    fill_tokens(toks, max_tok, m->hp.n_vocab);
+    model_ctx_params cp = model_ctx_default_params();
+    cp.n_ctx = max_tok + 1;
+    cp.n_threads = threads;
+    cp.n_batch = (int)(max_tok < 512 ? max_tok : 512);
+    if (!(ctx = model_ctx_new(m, &cp, err))) {
+        rc = err->code;
+        goto done;
+    }
+    result r = {.n_prompt = n_prompt};
+    if (n_prompt && (rc = measure(ctx, toks, &r, reps, logits, err))) goto done;
+    out->pp_avg = r.avg;
+    out->pp_sd = r.sd;
+    r = (result){.n_gen = n_gen};
+    if (n_gen && (rc = measure(ctx, toks, &r, reps, logits, err))) goto done;
+    out->tg_avg = r.avg;
+    out->tg_sd = r.sd;
+    rc = 0;
+done:
+    model_ctx_free(ctx);
+    nd_free(toks);
+    nd_free(logits);
+    model_free(m);
+    return rc;
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-o md|csv|json|jsonl]\n"
                "  -p, -n, -t take comma-separated lists (e.g. -t 1,2); -p 0 / -n 0 skip a test\n"
@@ -197,11 +266,7 @@ int tool_bench(int argc, char **argv) {
     result res[2 * MAX_LIST * MAX_LIST];
     int n_res = 0, rc = 1;
     if (!toks || !logits) { fprintf(stderr, "nindub bench: out of memory\n"); goto done; }
-    uint64_t st = 12345;
-    for (long i = 0; i < max_tok; i++) { /* fixed pseudo-random prompt: speed only */
-        st = st * 6364136223846793005ull + 1442695040888963407ull;
-        toks[i] = (int32_t)((st >> 33) % (uint64_t)m->hp.n_vocab);
-    }
+    fill_tokens(toks, max_tok, m->hp.n_vocab);
     time_t now = time(NULL);
     char test_time[32];
     strftime(test_time, sizeof test_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
@@ -222,20 +287,11 @@ int tool_bench(int argc, char **argv) {
                 r->threads = (int)th.v[ti];
                 r->n_prompt = kind ? 0 : l->v[li];
                 r->n_gen = kind ? l->v[li] : 0;
-                double s;
-                for (long rep = -1; rep < reps; rep++) { /* rep -1: warm-up */
-                    if (run_once(ctx, toks, r->n_prompt, r->n_gen, logits, &s, &err)) {
-                        fprintf(stderr, "nindub bench: %s\n", err.msg);
-                        model_ctx_free(ctx);
-                        goto done;
-                    }
-                    if (rep >= 0) r->samples[r->n_samples++] = (double)(r->n_prompt + r->n_gen) / s;
+                if (measure(ctx, toks, r, (int)reps, logits, &err)) {
+                    fprintf(stderr, "nindub bench: %s\n", err.msg);
+                    model_ctx_free(ctx);
+                    goto done;
                 }
-                double sum = 0, sq = 0;
-                for (int k = 0; k < r->n_samples; k++) sum += r->samples[k];
-                r->avg = sum / r->n_samples;
-                for (int k = 0; k < r->n_samples; k++) sq += (r->samples[k] - r->avg) * (r->samples[k] - r->avg);
-                r->sd = r->n_samples > 1 ? sqrt(sq / (r->n_samples - 1)) : 0;
                 if (!strcmp(fmt, "md") && n_res == 1)
                     printf("| model | size | params | backend | threads | test | t/s |\n"
                            "| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");

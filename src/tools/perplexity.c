@@ -14,6 +14,7 @@
  *     f32 log_sum (log Σ exp(logit - max)) | f32 max_logit | n_vocab × u16 fp16 logits - max
  *   The base log-probabilities are rebuilt as (logit - max) - log_sum.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 
 #include "model/model.h"
 #include "tokenizer/tok.h"
+#include "tools/eval.h"
 #include "tools/tools.h"
 
 #define KLD_MAGIC "NDKLD1\0\0"
@@ -65,220 +67,256 @@ static int cmp_double(const void *a, const void *b) {
 
 static bool rd(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n; }
 
+/* Everything one evaluation holds; freed by ppl_free. */
+typedef struct ppl_run {
+    model_t *m;
+    tok_vocab *vocab;
+    model_ctx *ctx;
+    char *text;
+    int32_t *ids, *chunk;
+    size_t n_ids;
+    float *logits;
+    uint16_t *row16;
+    FILE *kf;
+    kld_stats ks;
+} ppl_run;
+
+static void ppl_free(ppl_run *p) {
+    nd_free(p->ks.kld);
+    nd_free(p->row16);
+    nd_free(p->logits);
+    nd_free(p->chunk);
+    nd_free(p->ids);
+    nd_free(p->text);
+    tok_free(p->vocab);
+    model_ctx_free(p->ctx);
+    model_free(p->m);
+}
+
+/* Reads or writes the KLD file's header and token table; checks both runs saw the same
+ * tokens. hdr = {n_vocab, n_ctx, n_chunk, first}; *n_chunk may shrink to the file's. */
+static int kld_header(ppl_run *p, const ppl_opts *o, uint32_t hdr[4], long *n_chunk, int32_t bos, nd_err *err) {
+    if (o->kld_base) {
+        if (!(p->kf = fopen(o->kld_base, "wb")))
+            return nd_seterr(err, ND_EIO, "cannot write %s: %s", o->kld_base, strerror(errno));
+        fwrite(KLD_MAGIC, 1, 8, p->kf);
+        fwrite(hdr, sizeof(uint32_t), 4, p->kf);
+    } else {
+        uint32_t h2[4];
+        char magic[8];
+        if (!(p->kf = fopen(o->kld, "rb")) || !rd(p->kf, magic, 8) || memcmp(magic, KLD_MAGIC, 8) ||
+            !rd(p->kf, h2, sizeof h2))
+            return nd_seterr(err, ND_EFORMAT, "%s is not a nindub KLD file (make one with --kld-base)", o->kld);
+        if (h2[0] != hdr[0] || h2[1] != hdr[1] || h2[3] != hdr[3] || h2[2] < 1)
+            return nd_seterr(err, ND_EINVAL,
+                             "%s was made with n_vocab %u, -c %u; this run has n_vocab %u, -c %u — use the same "
+                             "vocabulary, text and -c", o->kld, h2[0], h2[1], hdr[0], hdr[1]);
+        if ((long)h2[2] < *n_chunk) *n_chunk = (long)h2[2];
+        hdr[2] = h2[2];
+    }
+    for (long c = 0; c < (long)hdr[2]; c++)
+        for (long j = 0; j < (long)hdr[1]; j++) {
+            if (o->kld_base && c >= *n_chunk) break;
+            int32_t t = j == 0 ? bos : p->ids[c * (long)hdr[1] + j];
+            if (o->kld_base) {
+                fwrite(&t, 4, 1, p->kf);
+            } else {
+                int32_t u;
+                if (!rd(p->kf, &u, 4))
+                    return nd_seterr(err, ND_EFORMAT, "%s is truncated", o->kld);
+                if (c < *n_chunk && u != t)
+                    return nd_seterr(err, ND_EINVAL, "%s was computed on other tokens (chunk %ld, position %ld) — "
+                                     "same text and tokenizer needed", o->kld, c, j);
+            }
+        }
+    return 0;
+}
+
+/* Scores one position: NLL of the next token, and the KLD row (write or compare). */
+static int score_row(ppl_run *p, const ppl_opts *o, const float *lg, int64_t n_vocab, int32_t next, double *nll,
+                     double *nll2, nd_err *err) {
+    float mx;
+    double lse;
+    log_softmax_parts(lg, n_vocab, &mx, &lse);
+    double lp = (double)(lg[next] - mx) - lse;
+    *nll -= lp;
+    *nll2 += lp * lp;
+    if (o->kld_base) {
+        float parts[2] = {(float)lse, mx};
+        fwrite(parts, sizeof parts, 1, p->kf);
+        for (int64_t v = 0; v < n_vocab; v++) p->row16[v] = nd_fp32_to_fp16(lg[v] - mx);
+        fwrite(p->row16, 2, (size_t)n_vocab, p->kf);
+    } else if (o->kld) {
+        float parts[2];
+        if (!rd(p->kf, parts, sizeof parts) || !rd(p->kf, p->row16, 2 * (size_t)n_vocab))
+            return nd_seterr(err, ND_EFORMAT, "%s is truncated", o->kld);
+        /* KL(base || this) = Σ p_base (log p_base - log p_this) */
+        double kl = 0, base_lp_next = 0;
+        int64_t base_top = 0;
+        float best = -INFINITY;
+        for (int64_t v = 0; v < n_vocab; v++) {
+            float bl = nd_fp16_to_fp32(p->row16[v]);
+            double blp = (double)bl - parts[0], tlp = (double)(lg[v] - mx) - lse;
+            kl += exp(blp) * (blp - tlp);
+            if (bl > best) { best = bl; base_top = v; }
+            if (v == next) base_lp_next = blp;
+        }
+        kld_stats *ks = &p->ks;
+        ks->kld[ks->n++] = kl < 0 ? 0 : kl;
+        ks->nll_base -= base_lp_next;
+        double dp = exp(lp) - exp(base_lp_next);
+        ks->sum_dp2 += dp * dp;
+        ks->same_top1 += argmax(lg, n_vocab) == base_top;
+    }
+    return 0;
+}
+
+int ppl_eval(const ppl_opts *o, ppl_result *r, nd_err *err) {
+    memset(r, 0, sizeof *r);
+    if (o->kld_base && o->kld) return nd_seterr(err, ND_EINVAL, "--kld-base and --kld exclude each other");
+    ppl_run p = {0};
+    size_t text_len = 0;
+    int rc = ND_EINVAL;
+    if (!(p.m = model_load(o->model, err))) return err->code;
+    if (!(p.vocab = tok_load(p.m->gguf, err)) || nd_read_file(o->text, &p.text, &text_len, err) ||
+        tok_encode(p.vocab, p.text, text_len, false, false, &p.ids, &p.n_ids, err)) {
+        rc = err->code;
+        goto done;
+    }
+    int32_t bos = tok_bos(p.vocab);
+    if (bos < 0) {
+        rc = nd_seterr(err, ND_EUNSUPPORTED, "the model has no BOS token");
+        goto done;
+    }
+    /* BOS prepended to the whole text, as llama-perplexity does */
+    int32_t *with_bos = nd_malloc((p.n_ids + 1) * sizeof *with_bos);
+    if (!with_bos) { rc = nd_seterr(err, ND_ENOMEM, "out of memory"); goto done; }
+    with_bos[0] = bos;
+    if (p.n_ids) memcpy(with_bos + 1, p.ids, p.n_ids * sizeof *p.ids);
+    nd_free(p.ids);
+    p.ids = with_bos;
+    p.n_ids++;
+
+    long n_ctx = o->n_ctx, n_chunk = (long)(p.n_ids / (size_t)n_ctx);
+    if (o->max_chunks > 0 && o->max_chunks < n_chunk) n_chunk = o->max_chunks;
+    if (n_chunk < 1) {
+        rc = nd_seterr(err, ND_EINVAL, "the text has %zu tokens, fewer than one chunk of %ld — use a longer text or "
+                       "a smaller -c", p.n_ids, n_ctx);
+        goto done;
+    }
+    model_ctx_params cp = model_ctx_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_threads = o->threads;
+    if (!(p.ctx = model_ctx_new(p.m, &cp, err))) { rc = err->code; goto done; }
+    int64_t n_vocab = p.m->hp.n_vocab;
+    long first = n_ctx / 2, per_chunk = n_ctx - 1 - first;
+    if (!(p.logits = nd_malloc((size_t)n_ctx * (size_t)n_vocab * sizeof *p.logits)) ||
+        !(p.row16 = nd_malloc((size_t)n_vocab * sizeof *p.row16)) ||
+        !(p.chunk = nd_malloc((size_t)n_ctx * sizeof *p.chunk))) {
+        rc = nd_seterr(err, ND_ENOMEM, "out of memory for %ld × %lld logits", n_ctx, (long long)n_vocab);
+        goto done;
+    }
+    uint32_t hdr[4] = {(uint32_t)n_vocab, (uint32_t)n_ctx, (uint32_t)n_chunk, (uint32_t)first};
+    if ((o->kld_base || o->kld) && (rc = kld_header(&p, o, hdr, &n_chunk, bos, err))) goto done;
+    if (o->kld && !(p.ks.kld = nd_malloc((size_t)n_chunk * (size_t)per_chunk * sizeof *p.ks.kld))) {
+        rc = nd_seterr(err, ND_ENOMEM, "out of memory");
+        goto done;
+    }
+
+    double nll = 0, nll2 = 0, t0 = nd_time_s();
+    nd_progress prog;
+    nd_progress_begin(&prog, "perplexity", (uint64_t)n_chunk);
+    if (!o->progress) prog.tty = false;
+    for (long c = 0; c < n_chunk; c++) {
+        memcpy(p.chunk, p.ids + c * n_ctx, (size_t)n_ctx * sizeof *p.chunk);
+        p.chunk[0] = bos;
+        if ((rc = model_forward(p.ctx, p.chunk, (int)n_ctx, 0, p.logits, MODEL_LOGITS_ALL, err))) goto done;
+        for (long j = first; j < n_ctx - 1; j++)
+            if ((rc = score_row(&p, o, p.logits + (size_t)j * (size_t)n_vocab, n_vocab, p.chunk[j + 1], &nll, &nll2,
+                                err)))
+                goto done;
+        r->n_scored += (size_t)per_chunk;
+        if (o->print_running && !prog.tty) {
+            printf("[%ld]%.4f%s", c + 1, exp(nll / (double)r->n_scored), c + 1 < n_chunk ? "," : "\n");
+            fflush(stdout);
+        }
+        nd_progress_update(&prog, (uint64_t)c + 1);
+    }
+    nd_progress_end(&prog);
+    double mean = nll / (double)r->n_scored, var = nll2 / (double)r->n_scored - mean * mean;
+    r->ppl = exp(mean);
+    r->ppl_se = var > 0 ? sqrt(var / (double)r->n_scored) * r->ppl : 0;
+    r->n_chunk = n_chunk;
+    r->secs = nd_time_s() - t0;
+    if (o->kld && p.ks.n) {
+        kld_stats *ks = &p.ks;
+        qsort(ks->kld, ks->n, sizeof *ks->kld, cmp_double);
+        double s = 0;
+        for (size_t i = 0; i < ks->n; i++) s += ks->kld[i];
+        r->has_kld = true;
+        r->kld_mean = s / (double)ks->n;
+        r->kld_median = ks->kld[ks->n / 2];
+        r->kld_p99 = ks->kld[(size_t)((double)(ks->n - 1) * 0.99)];
+        r->kld_max = ks->kld[ks->n - 1];
+        r->ppl_base = exp(ks->nll_base / (double)ks->n);
+        r->same_top1 = (double)ks->same_top1 / (double)ks->n;
+        r->rms_dp = sqrt(ks->sum_dp2 / (double)ks->n);
+    }
+    rc = 0;
+done:
+    if (p.kf && fclose(p.kf) != 0 && o->kld_base && !rc) rc = nd_seterr(err, ND_EIO, "writing %s failed", o->kld_base);
+    if (rc && o->kld_base) remove(o->kld_base); /* no partial reference files */
+    ppl_free(&p);
+    return rc;
+}
+
 int tool_perplexity(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *kld_base = NULL, *kld_in = NULL;
-    long n_ctx = 512, max_chunks = -1;
-    int threads = 0;
+    ppl_opts o = {.n_ctx = 512, .max_chunks = -1, .print_running = true, .progress = true};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
         char *end = NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "-m") && has) model_path = argv[++i];
-        else if (!strcmp(a, "-f") && has) text_path = argv[++i];
-        else if (!strcmp(a, "--kld-base") && has) kld_base = argv[++i];
-        else if (!strcmp(a, "--kld") && has) kld_in = argv[++i];
+        else if (!strcmp(a, "-m") && has) o.model = argv[++i];
+        else if (!strcmp(a, "-f") && has) o.text = argv[++i];
+        else if (!strcmp(a, "--kld-base") && has) o.kld_base = argv[++i];
+        else if (!strcmp(a, "--kld") && has) o.kld = argv[++i];
         else if (!strcmp(a, "-c") && has) {
-            n_ctx = strtol(argv[++i], &end, 10);
-            if (*end || n_ctx < 8 || n_ctx > 1 << 20) { fprintf(stderr, "nindub perplexity: -c wants 8..1048576\n"); return 2; }
+            o.n_ctx = strtol(argv[++i], &end, 10);
+            if (*end || o.n_ctx < 8 || o.n_ctx > 1 << 20) { fprintf(stderr, "nindub perplexity: -c wants 8..1048576\n"); return 2; }
         } else if (!strcmp(a, "--chunks") && has) {
-            max_chunks = strtol(argv[++i], &end, 10);
-            if (*end || max_chunks < 1) { fprintf(stderr, "nindub perplexity: --chunks wants a positive count\n"); return 2; }
+            o.max_chunks = strtol(argv[++i], &end, 10);
+            if (*end || o.max_chunks < 1) { fprintf(stderr, "nindub perplexity: --chunks wants a positive count\n"); return 2; }
         } else if (!strcmp(a, "-t") && has) {
-            threads = (int)strtol(argv[++i], &end, 10);
-            if (*end || threads < 1 || threads > ND_POOL_MAX_THREADS) { fprintf(stderr, "nindub perplexity: bad -t\n"); return 2; }
+            o.threads = (int)strtol(argv[++i], &end, 10);
+            if (*end || o.threads < 1 || o.threads > ND_POOL_MAX_THREADS) { fprintf(stderr, "nindub perplexity: bad -t\n"); return 2; }
         } else {
             fprintf(stderr, "nindub perplexity: unknown or incomplete option '%s'\n", a);
             usage(stderr);
             return 2;
         }
     }
-    if (!model_path || !text_path || (kld_base && kld_in)) {
-        if (kld_base && kld_in) fprintf(stderr, "nindub perplexity: --kld-base and --kld exclude each other\n");
+    if (!o.model || !o.text || (o.kld_base && o.kld)) {
+        if (o.kld_base && o.kld) fprintf(stderr, "nindub perplexity: --kld-base and --kld exclude each other\n");
         usage(stderr);
         return 2;
     }
-
     nd_err err = {0};
-    int rc = 1;
-    char *text = NULL;
-    size_t text_len = 0;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    float *logits = NULL;
-    uint16_t *row16 = NULL;
-    FILE *kf = NULL;
-    kld_stats ks = {0};
-    model_ctx *ctx = NULL;
-    tok_vocab *vocab = NULL;
-    model_t *m = model_load(model_path, &err);
-    if (!m) { fprintf(stderr, "nindub perplexity: %s\n", err.msg); return 1; }
-    if (!(vocab = tok_load(m->gguf, &err)) || nd_read_file(text_path, &text, &text_len, &err) ||
-        tok_encode(vocab, text, text_len, false, false, &ids, &n_ids, &err)) {
+    ppl_result r;
+    if (ppl_eval(&o, &r, &err)) {
         fprintf(stderr, "nindub perplexity: %s\n", err.msg);
-        goto done;
+        return 1;
     }
-    int32_t bos = tok_bos(vocab);
-    if (bos < 0) { fprintf(stderr, "nindub perplexity: the model has no BOS token\n"); goto done; }
-    /* BOS prepended to the whole text, as llama-perplexity does */
-    int32_t *with_bos = nd_malloc((n_ids + 1) * sizeof *with_bos);
-    if (!with_bos) { fprintf(stderr, "nindub perplexity: out of memory\n"); goto done; }
-    with_bos[0] = bos;
-    if (n_ids) memcpy(with_bos + 1, ids, n_ids * sizeof *ids);
-    nd_free(ids);
-    ids = with_bos;
-    n_ids++;
-
-    model_ctx_params cp = model_ctx_default_params();
-    cp.n_ctx = n_ctx;
-    cp.n_threads = threads;
-    if (!(ctx = model_ctx_new(m, &cp, &err))) { fprintf(stderr, "nindub perplexity: %s\n", err.msg); goto done; }
-    int64_t n_vocab = m->hp.n_vocab;
-    long n_chunk = (long)(n_ids / (size_t)n_ctx);
-    if (max_chunks > 0 && max_chunks < n_chunk) n_chunk = max_chunks;
-    if (n_chunk < 1) {
-        fprintf(stderr, "nindub perplexity: the text has %zu tokens, fewer than one chunk of %ld — use a "
-                        "longer text or a smaller -c\n", n_ids, n_ctx);
-        goto done;
+    printf("perplexity: %.4f +/- %.4f over %zu tokens (%ld chunks of %ld, %.2fs, %.1f tokens/s)\n", r.ppl, r.ppl_se,
+           r.n_scored, r.n_chunk, o.n_ctx, r.secs, (double)(r.n_chunk * o.n_ctx) / r.secs);
+    if (o.kld_base) printf("saved reference log-probabilities to %s\n", o.kld_base);
+    if (r.has_kld) {
+        printf("KL-divergence vs %s over %zu tokens:\n", o.kld, r.n_scored);
+        printf("  mean KLD    %.6f\n  median KLD  %.6f\n  p99 KLD     %.6f\n  max KLD     %.6f\n", r.kld_mean,
+               r.kld_median, r.kld_p99, r.kld_max);
+        printf("  PPL base    %.4f\n  PPL this    %.4f\n  ΔPPL        %+.4f (%+.3f%%)\n", r.ppl_base, r.ppl,
+               r.ppl - r.ppl_base, 100 * (r.ppl / r.ppl_base - 1));
+        printf("  same top-1  %.2f%%\n  RMS Δp      %.4f%%\n", 100.0 * r.same_top1, 100 * r.rms_dp);
     }
-    long first = n_ctx / 2, per_chunk = n_ctx - 1 - first;
-    if (!(logits = nd_malloc((size_t)n_ctx * (size_t)n_vocab * sizeof *logits)) ||
-        !(row16 = nd_malloc((size_t)n_vocab * sizeof *row16))) {
-        fprintf(stderr, "nindub perplexity: out of memory for %ld × %lld logits\n", n_ctx, (long long)n_vocab);
-        goto done;
-    }
-    uint32_t hdr[4] = {(uint32_t)n_vocab, (uint32_t)n_ctx, (uint32_t)n_chunk, (uint32_t)first};
-    if (kld_base) {
-        if (!(kf = fopen(kld_base, "wb"))) { fprintf(stderr, "nindub perplexity: cannot write %s\n", kld_base); goto done; }
-        fwrite(KLD_MAGIC, 1, 8, kf);
-        fwrite(hdr, sizeof hdr, 1, kf);
-    } else if (kld_in) {
-        uint32_t h2[4];
-        char magic[8];
-        if (!(kf = fopen(kld_in, "rb")) || !rd(kf, magic, 8) || memcmp(magic, KLD_MAGIC, 8) || !rd(kf, h2, sizeof h2)) {
-            fprintf(stderr, "nindub perplexity: %s is not a nindub KLD file (make one with --kld-base)\n", kld_in);
-            goto done;
-        }
-        if (h2[0] != hdr[0] || h2[1] != hdr[1] || h2[3] != hdr[3] || h2[2] < hdr[2]) {
-            fprintf(stderr, "nindub perplexity: %s was made with n_vocab %u, -c %u, %u chunks; this run has "
-                            "n_vocab %u, -c %u, %u chunks — use the same text, -c and vocabulary\n",
-                    kld_in, h2[0], h2[1], h2[2], hdr[0], hdr[1], hdr[2]);
-            goto done;
-        }
-        hdr[2] = h2[2]; /* the file's chunk count: tokens are stored for all of them */
-        n_chunk = (long)h2[2] < n_chunk ? (long)h2[2] : n_chunk;
-        if (!(ks.kld = nd_malloc((size_t)n_chunk * (size_t)per_chunk * sizeof *ks.kld))) goto done;
-    }
-    /* token table of the KLD file: check (or write) that both runs saw the same text */
-    for (long c = 0; c < (long)hdr[2] && kf; c++) {
-        for (long j = 0; j < n_ctx; j++) {
-            int32_t t = j == 0 ? bos : ids[c * n_ctx + j];
-            if (c >= n_chunk && kld_base) break;
-            if (kld_base) fwrite(&t, 4, 1, kf);
-            else {
-                int32_t u;
-                if (!rd(kf, &u, 4) || (c < n_chunk && u != t)) {
-                    fprintf(stderr, "nindub perplexity: %s was computed on other tokens (chunk %ld, position %ld) — "
-                                    "same text and tokenizer needed\n", kld_in, c, j);
-                    goto done;
-                }
-            }
-        }
-    }
-    if (kld_in && hdr[2] > (uint32_t)n_chunk) { /* skip nothing: scored rows follow in chunk order */ }
-
-    double nll = 0, nll2 = 0;
-    size_t count = 0;
-    nd_progress prog;
-    nd_progress_begin(&prog, "perplexity", (uint64_t)n_chunk);
-    double t0 = nd_time_s();
-    int32_t *chunk = nd_malloc((size_t)n_ctx * sizeof *chunk);
-    if (!chunk) goto done;
-    for (long c = 0; c < n_chunk; c++) {
-        memcpy(chunk, ids + c * n_ctx, (size_t)n_ctx * sizeof *chunk);
-        chunk[0] = bos;
-        if (model_forward(ctx, chunk, (int)n_ctx, 0, logits, MODEL_LOGITS_ALL, &err)) {
-            fprintf(stderr, "\nnindub perplexity: %s\n", err.msg);
-            nd_free(chunk);
-            goto done;
-        }
-        for (long j = first; j < n_ctx - 1; j++) {
-            const float *lg = logits + (size_t)j * (size_t)n_vocab;
-            float mx;
-            double lse;
-            log_softmax_parts(lg, n_vocab, &mx, &lse);
-            int32_t next = chunk[j + 1];
-            double lp = (double)(lg[next] - mx) - lse;
-            nll -= lp;
-            nll2 += lp * lp;
-            count++;
-            if (kld_base) {
-                float parts[2] = {(float)lse, mx};
-                fwrite(parts, sizeof parts, 1, kf);
-                for (int64_t v = 0; v < n_vocab; v++) row16[v] = nd_fp32_to_fp16(lg[v] - mx);
-                fwrite(row16, 2, (size_t)n_vocab, kf);
-            } else if (kld_in) {
-                float parts[2];
-                if (!rd(kf, parts, sizeof parts) || !rd(kf, row16, 2 * (size_t)n_vocab)) {
-                    fprintf(stderr, "\nnindub perplexity: %s is truncated\n", kld_in);
-                    nd_free(chunk);
-                    goto done;
-                }
-                /* KL(base || this) = Σ p_base (log p_base - log p_this) */
-                double kl = 0, base_lp_next = 0;
-                int64_t base_top = 0;
-                float best = -INFINITY;
-                for (int64_t v = 0; v < n_vocab; v++) {
-                    double blp = (double)nd_fp16_to_fp32(row16[v]) - parts[0];
-                    double tlp = (double)(lg[v] - mx) - lse;
-                    kl += exp(blp) * (blp - tlp);
-                    if (nd_fp16_to_fp32(row16[v]) > best) { best = nd_fp16_to_fp32(row16[v]); base_top = v; }
-                    if (v == next) base_lp_next = blp;
-                }
-                ks.kld[ks.n++] = kl < 0 ? 0 : kl;
-                ks.nll_base -= base_lp_next;
-                double dp = exp(lp) - exp(base_lp_next);
-                ks.sum_dp2 += dp * dp;
-                ks.same_top1 += argmax(lg, n_vocab) == base_top;
-            }
-        }
-        if (!prog.tty) printf("[%ld]%.4f%s", c + 1, exp(nll / (double)count), c + 1 < n_chunk ? "," : "\n");
-        fflush(stdout);
-        nd_progress_update(&prog, (uint64_t)c + 1);
-    }
-    nd_free(chunk);
-    nd_progress_end(&prog);
-    double mean = nll / (double)count, ppl = exp(mean);
-    double var = nll2 / (double)count - mean * mean, se = var > 0 ? sqrt(var / (double)count) * ppl : 0;
-    printf("perplexity: %.4f +/- %.4f over %zu tokens (%ld chunks of %ld, %.2fs, %.1f tokens/s)\n", ppl, se, count,
-           n_chunk, n_ctx, nd_time_s() - t0, (double)(n_chunk * n_ctx) / (nd_time_s() - t0));
-    if (kld_base) printf("saved reference log-probabilities to %s\n", kld_base);
-    if (kld_in && ks.n) {
-        qsort(ks.kld, ks.n, sizeof *ks.kld, cmp_double);
-        double s = 0;
-        for (size_t i = 0; i < ks.n; i++) s += ks.kld[i];
-        double ppl_base = exp(ks.nll_base / (double)ks.n);
-        printf("KL-divergence vs %s over %zu tokens:\n", kld_in, ks.n);
-        printf("  mean KLD    %.6f\n  median KLD  %.6f\n  p99 KLD     %.6f\n  max KLD     %.6f\n", s / (double)ks.n,
-               ks.kld[ks.n / 2], ks.kld[(size_t)((double)(ks.n - 1) * 0.99)], ks.kld[ks.n - 1]);
-        printf("  PPL base    %.4f\n  PPL this    %.4f\n  ΔPPL        %+.4f (%+.3f%%)\n", ppl_base, ppl, ppl - ppl_base,
-               100 * (ppl / ppl_base - 1));
-        printf("  same top-1  %.2f%%\n  RMS Δp      %.4f%%\n", 100.0 * (double)ks.same_top1 / (double)ks.n,
-               100 * sqrt(ks.sum_dp2 / (double)ks.n));
-    }
-    rc = 0;
-done:
-    if (kf && fclose(kf) != 0 && kld_base && !rc) {
-        fprintf(stderr, "nindub perplexity: writing %s failed\n", kld_base);
-        rc = 1;
-    }
-    nd_free(ks.kld);
-    nd_free(row16);
-    nd_free(logits);
-    nd_free(ids);
-    nd_free(text);
-    tok_free(vocab);
-    model_ctx_free(ctx);
-    model_free(m);
-    return rc;
+    return 0;
 }
