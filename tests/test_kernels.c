@@ -154,7 +154,8 @@ static void gen_act(uint32_t at, uint8_t *a, int64_t n, int mode, unsigned long 
             y->d = mode == M_UNIT ? 1.0f : fillm ? 1e-2f : rand_scale(mode, s);
             for (int j = 0; j < Q_QK_K; j++)
                 y->qs[j] = (int8_t)(fillm ? (mode == M_FILL80 ? -127 : 127)
-                                          : (int)(t_rand_u64(s) % 255) - 127);
+                                    : mode == M_UNIT ? (int)(t_rand_u64(s) % 15) - 7
+                                                     : (int)(t_rand_u64(s) % 255) - 127);
             for (int g = 0; g < 16; g++) {
                 int sum = 0;
                 for (int j = 0; j < 16; j++) sum += y->qs[16 * g + j];
@@ -167,7 +168,9 @@ static void gen_act(uint32_t at, uint8_t *a, int64_t n, int mode, unsigned long 
     const uint32_t bb = q_block_bytes(at);
     for (int64_t b = 0; b < n / Q_QK; b++) {
         uint8_t *blk = a + b * bb;
-        uint16_t d = h_of(mode == M_UNIT ? 1.0f : fillm ? 1e-2f : rand_scale(mode, s));
+        /* large-d stays on the weights: large activation scales overflow s = d*sum */
+        const int am = mode == M_LARGE_D ? M_RANDOM : mode;
+        uint16_t d = h_of(mode == M_UNIT ? 1.0f : fillm ? 1e-2f : rand_scale(am, s));
         memcpy(blk, &d, 2);
         int8_t *qs = (int8_t *)(blk + (has_s ? 4 : 2));
         int sum = 0;
@@ -235,7 +238,7 @@ typedef struct stats {
 } stats;
 
 static const int64_t lengths_32[] = {32, 96, 256, 896, 4864};
-static const int64_t lengths_256[] = {256, 768, 4864 - 4864 % 256, 4864};
+static const int64_t lengths_256[] = {256, 768, 2560, 4864};
 
 /* Compares fn against q_vec_dot for one weight type over all modes and lengths. */
 static void check_dot(const char *isa, uint32_t wt, k_vec_dot_fn fn, int bf16_flush, stats *st) {
@@ -254,8 +257,9 @@ static void check_dot(const char *isa, uint32_t wt, k_vec_dot_fn fn, int bf16_fl
         if (n % blk) continue;
         for (int mode = 0; mode < M_COUNT; mode++)
             for (int rep = 0; rep < 3; rep++) {
-                /* odd offsets: the rows are not aligned */
-                uint8_t *wr = w + 1 + rep, *ar = a + 3 + rep;
+                /* rows aligned only to their scalar fields (4 bytes), never to vectors:
+                 * GGUF blocks of 18, 34, 210 ... bytes land anywhere mod 32 */
+                uint8_t *wr = w + 4 + 4 * rep, *ar = a + 12 - 4 * rep;
                 gen_weights(wt, wr, n, mode, &s);
                 if (rep == 2 && mode == M_RANDOM) { /* realistic activations */
                     for (int64_t i = 0; i < n; i++) xf[i] = t_rand_f(&s) * (i % 7 ? 1.0f : 10.0f);
@@ -364,6 +368,7 @@ static void check_quantizer(const char *isa, uint32_t at, k_quantize_fn fn) {
     const int64_t nmax = 4864;
     float *x = malloc(sizeof(float) * nmax);
     uint8_t *r = malloc(q_row_size(ND_TYPE_F32, nmax) + 8), *g = malloc(q_row_size(ND_TYPE_F32, nmax) + 8);
+    ND_ASSERT(r && g && x);
     unsigned long long s = 99 + at;
     for (int li = 0; li < nl; li++) {
         int64_t n = is_f ? lens_f[li] : lens_q[li];
@@ -373,15 +378,15 @@ static void check_quantizer(const char *isa, uint32_t at, k_quantize_fn fn) {
             if (at == ND_TYPE_F16 && kind == 9) continue; /* beyond range: inf, both agree? skip */
             gen_floats(x, n, kind, &s);
             memset(r, 0xAA, bytes + 8);
-            memset(g, 0x55, bytes + 8);
+            memset(g, 0x55, bytes + 8); /* g has 8 spare bytes: +4 fits */
             T_EQ_INT(q_quantize_act(at, x, r, n), 0);
-            T_EQ_INT(fn(x, g + 1, n), 0); /* unaligned destination */
-            T_CHECKF(memcmp(r, g + 1, bytes) == 0, "%s quantize %s n=%lld kind=%d: bytes differ",
+            T_EQ_INT(fn(x, g + 4, n), 0); /* destination not vector-aligned */
+            T_CHECKF(memcmp(r, g + 4, bytes) == 0, "%s quantize %s n=%lld kind=%d: bytes differ",
                      isa, tname(at), (long long)n, kind);
-            if (memcmp(r, g + 1, bytes) != 0)
+            if (memcmp(r, g + 4, bytes) != 0)
                 for (size_t b = 0; b < bytes; b++)
-                    if (r[b] != g[1 + b]) {
-                        fprintf(stderr, "    first diff at byte %zu: ref %02x got %02x\n", b, r[b], g[1 + b]);
+                    if (r[b] != g[4 + b]) {
+                        fprintf(stderr, "    first diff at byte %zu: ref %02x got %02x\n", b, r[b], g[4 + b]);
                         break;
                     }
         }
@@ -427,15 +432,16 @@ static void test_matmul_best(void) {
     k_kernels ks, kb;
     k_select(&ks, K_ISA_SCALAR);
     k_select(&kb, K_ISA_BEST);
-    const int64_t K = 896, N = 40, M = 3;
-    float *X = malloc(sizeof(float) * K * M), *W = malloc(sizeof(float) * K * N);
+    const int64_t Kmax = 4864, N = 40, M = 3;
+    float *X = malloc(sizeof(float) * Kmax * M), *W = malloc(sizeof(float) * Kmax * N);
     float *Y0 = malloc(sizeof(float) * N * M), *Y1 = malloc(sizeof(float) * N * M);
-    uint8_t *Wq = malloc(q_row_size(ND_TYPE_F32, K * N));
+    uint8_t *Wq = malloc(q_row_size(ND_TYPE_F32, Kmax * N));
     unsigned long long s = 5;
-    for (int64_t i = 0; i < K * M; i++) X[i] = t_rand_f(&s);
-    for (int64_t i = 0; i < K * N; i++) W[i] = t_rand_f(&s) * 0.05f;
+    for (int64_t i = 0; i < Kmax * M; i++) X[i] = t_rand_f(&s);
+    for (int64_t i = 0; i < Kmax * N; i++) W[i] = t_rand_f(&s) * 0.05f;
     for (size_t t = 0; t < N_WTYPES; t++) {
         const uint32_t wt = w_types[t];
+        const int64_t K = q_blck(wt) == Q_QK_K ? 4864 : 896; /* Qwen2.5-0.5B row lengths */
         ND_ASSERT(q_quantize_row(wt, W, Wq, K * N) == 0);
         k_scratch sc = {0};
         k_env e0 = {&ks, NULL, &sc}, e1 = {&kb, NULL, &sc};

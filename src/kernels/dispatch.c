@@ -5,6 +5,9 @@
 
 #include "kernels/kernels.h"
 #include "quant/quant.h"
+#if defined(__x86_64__) || defined(__i386__)
+#include "kernels/x86/x86.h" /* k_install_avx2 / k_install_avx512 (kernels helper) */
+#endif
 
 /* ------------------------------------------------------- scalar entries */
 
@@ -66,10 +69,16 @@ void k_select(k_kernels *k, k_isa want) {
     set_scalar(k);
     k_isa have = cpu_isa();
     k->isa = want < have ? want : have;
-    /* ISA entries register here, lowest first so higher ones override, e.g.
-     *   if (k->isa >= K_ISA_AVX2) k_avx2_register(k);
-     * No SIMD kernels exist yet: everything runs the quant/ reference. */
-    k->isa = K_ISA_SCALAR;
+    /* ISA entries register here, lowest first so higher ones override (kernels helper). */
+#if defined(__x86_64__) || defined(__i386__)
+    if (k->isa >= K_ISA_AVX2) k_install_avx2(k);
+    if (k->isa >= K_ISA_AVX512) {
+        if (__builtin_cpu_supports("avx512vnni")) k_install_avx512(k);
+        else k->isa = K_ISA_AVX2; /* our AVX-512 kernels need VNNI */
+        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16"))
+            k_install_avx512_bf16(k);
+    }
+#endif
 }
 
 int k_check(const k_kernels *k, uint32_t wtype, int64_t K, nd_err *err) {

@@ -15,7 +15,9 @@
  *   - preconditions inherited from the reference's activation formats: Q8_0 / Q8_1 / Q8_K
  *     activation quants lie in [-127, 127] (what the quantizers produce); weight quants
  *     may be any byte (a Q8_0 weight of -128 is fine);
- *   - rows are unaligned (GGUF blocks of 18, 34, 210 ... bytes): unaligned loads only.
+ *   - rows are aligned only to their scalar fields, as in GGUF files (2 bytes for the
+ *     fp16-scaled blocks, 4 for F32 and Q8_K), never to vectors (blocks of 18, 34, 210 ...
+ *     bytes): unaligned vector loads only.
  */
 #ifndef ND_KERNELS_X86_H
 #define ND_KERNELS_X86_H

@@ -39,9 +39,14 @@ static inline __m256 round_away(__m256 v) {
     return _mm256_add_ps(t, _mm256_and_ps(up, one));
 }
 
-/* four vectors of 8 int32 (elements 0..31 in order) -> 32 int8 in order (saturating) */
+/* four vectors of 8 int32 (elements 0..31 in order) -> their low bytes, in order. The low
+ * byte (not saturation) is what the reference's int -> int8_t casts keep; it only matters
+ * for the garbage the reference produces from infinite scales (|x| < ~4e-37 in a block). */
 static inline __m256i pack_32(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
-    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    const __m256i ff = _mm256_set1_epi32(0xFF);
+    i0 = _mm256_and_si256(i0, ff), i1 = _mm256_and_si256(i1, ff);
+    i2 = _mm256_and_si256(i2, ff), i3 = _mm256_and_si256(i3, ff);
+    const __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(i0, i1), _mm256_packus_epi32(i2, i3));
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
@@ -109,21 +114,26 @@ static void quant_q8_K_block(const float *x, q_block_q8_K *y) {
     }
     const float iscale = -127.f / x[first];
     const __m256 vis = _mm256_set1_ps(iscale);
-    const __m256i c127 = _mm256_set1_epi32(127);
+    const __m256i c127 = _mm256_set1_epi32(127), mant = _mm256_set1_epi32(0x007fffff);
+    const __m256i half = _mm256_set1_epi32(0x00400000);
+    const __m256 magic = _mm256_set1_ps(12582912.f);
     for (int g = 0; g < Q_QK_K; g += 64) { /* 4 bsum groups at a time */
         __m256i q[8];
         for (int k = 0; k < 8; k++) {
-            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + g + 8 * k), vis);
-            v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            q[k] = _mm256_min_epi32(_mm256_cvttps_epi32(v), c127);
+            /* the reference's nearest-even trick, bit for bit (also for inf / huge) */
+            const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + g + 8 * k), vis), magic);
+            const __m256i r = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(v), mant), half);
+            q[k] = _mm256_min_epi32(r, c127);
         }
-        _mm256_storeu_si256((__m256i *)(y->qs + g), pack_32(q[0], q[1], q[2], q[3]));
-        _mm256_storeu_si256((__m256i *)(y->qs + g + 32), pack_32(q[4], q[5], q[6], q[7]));
-        const __m256i s01 = _mm256_hadd_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-        const __m256i s23 = _mm256_hadd_epi32(_mm256_add_epi32(q[4], q[5]), _mm256_add_epi32(q[6], q[7]));
-        const __m256i s = _mm256_hadd_epi32(s01, s23); /* per lane half: groups 0..3 partial */
-        const __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-        _mm_storel_epi64((__m128i *)(y->bsums + g / 16), _mm_packs_epi32(t, t));
+        const __m256i p0 = pack_32(q[0], q[1], q[2], q[3]), p1 = pack_32(q[4], q[5], q[6], q[7]);
+        _mm256_storeu_si256((__m256i *)(y->qs + g), p0);
+        _mm256_storeu_si256((__m256i *)(y->qs + g + 32), p1);
+        /* bsums of the stored int8 (as the reference): per 128-bit lane 4 sums of 4 */
+        const __m256i m0 = dot_u8s8(_mm256_set1_epi8(1), p0), m1 = dot_u8s8(_mm256_set1_epi8(1), p1);
+        __m256i t = _mm256_hadd_epi32(m0, m1);
+        t = _mm256_hadd_epi32(t, t); /* lane 0: groups 0, 2; lane 1: groups 1, 3 */
+        const __m128i b = _mm_unpacklo_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        _mm_storel_epi64((__m128i *)(y->bsums + g / 16), _mm_packs_epi32(b, b));
     }
     y->d = 1 / iscale;
 }
@@ -326,8 +336,9 @@ float k_avx2_dot_q4_K(const void *w, const void *a, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     float summ = 0;
     for (int64_t i = 0; i < nb; i++) {
-        uint8_t sc[8], mn[8];
-        unpack_scales_k4(x[i].scales, sc, mn);
+        uint64_t sc, mn;
+        unpack_scales_k4(x[i].scales, &sc, &mn);
+        const __m256i SC = _mm256_set1_epi64x((long long)sc);
         const float d = y[i].d * h2f(&x[i].d), dmin = y[i].d * h2f(&x[i].dmin);
         summ += dmin * (float)mins_dot_bsums8(mn, y[i].bsums);
         __m256i isum0 = _mm256_setzero_si256(), isum1 = _mm256_setzero_si256();
@@ -337,8 +348,8 @@ float k_avx2_dot_q4_K(const void *w, const void *a, int64_t n) {
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
             const __m256i plo = _mm256_maddubs_epi16(lo, loadu256(y[i].qs + 64 * j));
             const __m256i phi = _mm256_maddubs_epi16(hi, loadu256(y[i].qs + 64 * j + 32));
-            isum0 = _mm256_add_epi32(isum0, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
-            isum1 = _mm256_add_epi32(isum1, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
+            isum0 = _mm256_add_epi32(isum0, _mm256_madd_epi16(plo, bcast_byte16(SC, 2 * j)));
+            isum1 = _mm256_add_epi32(isum1, _mm256_madd_epi16(phi, bcast_byte16(SC, 2 * j + 1)));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(isum0, isum1)), acc);
     }
@@ -353,8 +364,9 @@ float k_avx2_dot_q5_K(const void *w, const void *a, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     float summ = 0;
     for (int64_t i = 0; i < nb; i++) {
-        uint8_t sc[8], mn[8];
-        unpack_scales_k4(x[i].scales, sc, mn);
+        uint64_t sc, mn;
+        unpack_scales_k4(x[i].scales, &sc, &mn);
+        const __m256i SC = _mm256_set1_epi64x((long long)sc);
         const float d = y[i].d * h2f(&x[i].d), dmin = y[i].d * h2f(&x[i].dmin);
         summ += dmin * (float)mins_dot_bsums8(mn, y[i].bsums);
         const __m256i qh = loadu256(x[i].qh);
@@ -368,8 +380,8 @@ float k_avx2_dot_q5_K(const void *w, const void *a, int64_t n) {
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hhi);
             const __m256i plo = _mm256_maddubs_epi16(lo, loadu256(y[i].qs + 64 * j));
             const __m256i phi = _mm256_maddubs_epi16(hi, loadu256(y[i].qs + 64 * j + 32));
-            isum0 = _mm256_add_epi32(isum0, _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * j])));
-            isum1 = _mm256_add_epi32(isum1, _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * j + 1])));
+            isum0 = _mm256_add_epi32(isum0, _mm256_madd_epi16(plo, bcast_byte16(SC, 2 * j)));
+            isum1 = _mm256_add_epi32(isum1, _mm256_madd_epi16(phi, bcast_byte16(SC, 2 * j + 1)));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_add_epi32(isum0, isum1)), acc);
     }

@@ -58,14 +58,23 @@ static inline __m256i bits_to_0x10(const uint8_t *qh4) {
     return _mm256_and_si256(b, _mm256_set1_epi8(0x10));
 }
 
-/* Q4_K/Q5_K packed 6-bit scales and mins -> sc[8], mn[8] (see quant.h for the layout). */
-static inline void unpack_scales_k4(const uint8_t *b, uint8_t sc[8], uint8_t mn[8]) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = b[j] & 63;
-        mn[j] = b[j + 4] & 63;
-        sc[j + 4] = (uint8_t)((b[j + 8] & 0xF) | ((b[j] >> 6) << 4));
-        mn[j + 4] = (uint8_t)((b[j + 8] >> 4) | ((b[j + 4] >> 6) << 4));
-    }
+/* Q4_K/Q5_K packed 6-bit scales and mins (layout in quant.h) -> 8 scale bytes in *sc and
+ * 8 min bytes in *mn (byte j = sub-block j), with 32-bit word operations. */
+static inline void unpack_scales_k4(const uint8_t *b, uint64_t *sc, uint64_t *mn) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, b, 4);
+    memcpy(&u1, b + 4, 4);
+    memcpy(&u2, b + 8, 4);
+    const uint32_t s_lo = u0 & 0x3f3f3f3fu, m_lo = u1 & 0x3f3f3f3fu;
+    const uint32_t s_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+    const uint32_t m_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+    *sc = s_lo | (uint64_t)s_hi << 32;
+    *mn = m_lo | (uint64_t)m_hi << 32;
+}
+
+/* int16 lanes = byte j of SC (SC = the 8 bytes repeated in every 64-bit lane) */
+static inline __m256i bcast_byte16(__m256i SC, int j) {
+    return _mm256_shuffle_epi8(SC, _mm256_set1_epi16((short)(0x8000 | j)));
 }
 
 /* Sub-block scale pairs: for chunk c of 32 elements (sub-blocks 2c, 2c+1 of 16), 16 int16
@@ -76,24 +85,26 @@ static inline __m256i scale_pair_16(__m128i s8, int c) {
     return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s8, idx));
 }
 
-/* sum_j mn[j] * (bsums[2j] + bsums[2j+1]) */
-static inline int mins_dot_bsums8(const uint8_t mn[8], const int16_t *bsums) {
-    uint64_t m8;
-    memcpy(&m8, mn, 8);
+/* sum_j mn_j * (bsums[2j] + bsums[2j+1]), mn_j = byte j of m8 */
+static inline int mins_dot_bsums8(uint64_t m8, const int16_t *bsums) {
     const __m128i m = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)m8));
     const __m256i m16 = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
     return hsum_epi32(_mm256_madd_epi16(loadu256(bsums), m16));
 }
 
-/* Q3_K scales: 16 6-bit values, offset 32 removed (layout in quant.h). */
+/* Q3_K scales: 16 6-bit values, offset 32 removed (layout in quant.h), with 32-bit word
+ * operations: word k holds scales 4k..4k+3 = low nibbles | (bits 2k..2k+1 of s[8..11]) << 4. */
 static inline __m128i unpack_scales_q3(const uint8_t *s) {
-    int8_t out[16];
-    for (int j = 0; j < 16; j++) {
-        const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
-        const int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-        out[j] = (int8_t)((lo | (hi << 4)) - 32);
-    }
-    return loadu128(out);
+    uint32_t u0, u1, u2;
+    memcpy(&u0, s, 4);
+    memcpy(&u1, s + 4, 4);
+    memcpy(&u2, s + 8, 4);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const __m128i v = _mm_setr_epi32((int)((u0 & m4) | ((u2 & m2) << 4)),
+                                     (int)((u1 & m4) | (((u2 >> 2) & m2) << 4)),
+                                     (int)(((u0 >> 4) & m4) | (((u2 >> 4) & m2) << 4)),
+                                     (int)(((u1 >> 4) & m4) | (((u2 >> 6) & m2) << 4)));
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
 }
 
 #endif
