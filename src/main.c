@@ -15,6 +15,7 @@ static const nd_tool tools[] = {
     {"perplexity", tool_perplexity, "perplexity of a text (llama.cpp protocol), KL-divergence vs a reference"},
     {"bench", tool_bench, "prompt and generation speed, llama-bench compatible output"},
     {"plan", tool_plan, "memory and speed plan: what fits where on this machine, predicted tokens/s"},
+    {"compare", tool_compare, "size / perplexity / KLD / speed table of several quantizations, HTML report"},
     {"convert-tokenizer", tool_convert_tokenizer, "Hugging Face tokenizer.json -> vocabulary-only GGUF"},
 };
 #define N_TOOLS (sizeof tools / sizeof tools[0])

@@ -335,6 +335,58 @@ static void test_imatrix(void) {
     unlink("build/test_tools_qp.gguf");
 }
 
+/* compare: Markdown table, HTML with SVG charts that headless Chromium renders. */
+static void test_compare(void) {
+    NEED_BIN();
+    const char *fx = t_fixtures();
+    if (!fx) T_SKIP("fixtures not found");
+    char *o;
+    int rc = run(&o, "compare --ref %s/models/synth-llama-f32.gguf -m %s/models/synth-llama-q8_0.gguf "
+                     "-m %s/models/synth-llama-q2_k.gguf -f %s/text/sample.txt -c 128 -p 16 -n 4 -r 1 -t 1 "
+                     "-o build/test_tools_report.html 2>/dev/null", fx, fx, fx, fx);
+    T_CHECKF(rc == 0, "%s", o);
+    T_CHECK(strstr(o, "| synth-llama-f32.gguf (ref) |") != NULL);
+    const char *q8 = strstr(o, "| synth-llama-q8_0.gguf |"), *q2 = strstr(o, "| synth-llama-q2_k.gguf |");
+    T_CHECK(q8 && q2);
+    if (q8 && q2) { /* columns: size, bpw, PPL, mean KLD: Q8_0 must be far closer than Q2_K */
+        double s8, b8, p8, k8, s2, b2, p2, k2;
+        T_EQ_INT(sscanf(q8, "| synth-llama-q8_0.gguf | %lf | %lf | %lf | %lf", &s8, &b8, &p8, &k8), 4);
+        T_EQ_INT(sscanf(q2, "| synth-llama-q2_k.gguf | %lf | %lf | %lf | %lf", &s2, &b2, &p2, &k2), 4);
+        T_CHECK(k8 < k2 / 10 && b8 > 8 && b8 < 9 && b2 < 3);
+    }
+    nd_free(o);
+    char *html = NULL;
+    T_EQ_INT(nd_read_file("build/test_tools_report.html", &html, NULL, NULL), 0);
+    T_CHECK(html && strstr(html, "<svg") && strstr(html, "Quality vs size") && strstr(html, "</html>"));
+    nd_free(html);
+    /* render it: the page must draw in headless Chromium (Debian package) when present */
+    if (access("/usr/bin/chromium", X_OK) == 0) {
+        unlink("build/test_tools_report.png");
+        rc = system("cd build && timeout 120 /usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-quic "
+                    "--no-first-run --disable-background-networking --disable-component-update --disable-sync "
+                    "--user-data-dir=chromium-profile --window-size=1250,900 --screenshot=test_tools_report.png "
+                    "file://$PWD/test_tools_report.html >/dev/null 2>&1");
+        char *png = NULL;
+        size_t len = 0;
+        T_EQ_INT(nd_read_file("build/test_tools_report.png", &png, &len, NULL), 0);
+        T_CHECKF(png && len > 20000 && !memcmp(png, "\x89PNG", 4), "screenshot missing or blank (%zu bytes)", len);
+        nd_free(png);
+    } else {
+        printf("  (chromium not installed: rendering not checked)\n");
+    }
+    /* hostile: a reference with another vocabulary, a missing reference */
+    T_EQ_INT(run(&o, "synth --preset tiny -o build/test_tools_tiny3.gguf"), 0);
+    nd_free(o);
+    rc = run(&o, "compare --ref %s/models/synth-llama-f32.gguf -m build/test_tools_tiny3.gguf -f %s/text/sample.txt "
+                 "-c 64 --no-speed", fx, fx);
+    T_EQ_INT(rc, 1);
+    T_CHECKF(strstr(o, "n_vocab") != NULL, "%s", o);
+    nd_free(o);
+    T_EQ_INT(run(&o, "compare -m x.gguf -f y.txt"), 2);
+    nd_free(o);
+    unlink("build/test_tools_tiny3.gguf");
+}
+
 int main(void) {
     T_RUN(test_usage_errors);
     T_RUN(test_info_bad_files);
@@ -345,5 +397,6 @@ int main(void) {
     T_RUN(test_run_chat_errors);
     T_RUN(test_chat_pipe);
     T_RUN(test_imatrix);
+    T_RUN(test_compare);
     return t_done();
 }
