@@ -111,6 +111,7 @@ typedef struct model_ctx_params {
      * weight's tensor name (importance-matrix collection). NULL = no call. */
     void (*on_matmul)(void *user, const char *weight, const float *X, int64_t M, int64_t K);
     void *on_matmul_user;
+    int n_seq;         /* independent sequences (server slots), each with n_ctx positions; 0 = 1 */
 } model_ctx_params;
 
 model_ctx_params model_ctx_default_params(void);
@@ -139,5 +140,21 @@ typedef enum model_logits {
  * outside the vocabulary are ND_EINVAL. On success n_past = pos0 + n. */
 int model_forward(model_ctx *c, const int32_t *tokens, int n, int64_t pos0, float *logits_out,
                   model_logits which, nd_err *err);
+
+/* ------------------------------------------------- several sequences */
+
+/* Continuous batching: one forward pass over tokens of several sequences (each reads
+ * the weights once for all). Token i goes to sequence seq[i] at position pos[i]. Per
+ * sequence, positions must be consecutive in batch order and the first must be at or
+ * before its cached length (a rewind drops the cache from there): ND_EINVAL otherwise,
+ * ND_ERANGE beyond n_ctx. logits_out gets one [n_vocab] row per token with want[i], in
+ * batch order (want NULL = none). model_forward is this for sequence 0. On an error the
+ * caches of the batch's sequences are undefined from their first position on. */
+int model_forward_batch(model_ctx *c, int n, const int32_t *tokens, const int32_t *seq,
+                        const int64_t *pos, const bool *want, float *logits_out, nd_err *err);
+int model_ctx_n_seq(const model_ctx *c);
+int64_t model_ctx_seq_past(const model_ctx *c, int seq);
+/* Forget sequence seq's cache from position pos on (pos 0: the whole sequence). */
+int model_ctx_seq_truncate(model_ctx *c, int seq, int64_t pos, nd_err *err);
 
 #endif

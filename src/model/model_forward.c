@@ -15,8 +15,9 @@
 
 struct model_ctx {
     const model_t *m;
-    int64_t n_ctx;          /* KV positions */
-    int64_t n_past;         /* positions [0, n_past) hold valid KV entries */
+    int64_t n_ctx;          /* KV positions per sequence */
+    int n_seq;              /* sequences, each with its own KV cache */
+    int64_t *seq_past;      /* [n_seq]: positions [0, seq_past[s]) of sequence s are valid */
     int n_batch;            /* tokens per chunk */
     nd_pool *pool;
     k_kernels kern;
@@ -27,8 +28,14 @@ struct model_ctx {
      * that attention's probs · V is a dot product over contiguous positions. */
     uint32_t kv_type;       /* ND_TYPE_F16 or ND_TYPE_F32 */
     size_t kv_elt;          /* bytes per element */
-    uint8_t *k_cache;       /* [n_layer][n_ctx][n_head_kv * head_dim_k] */
-    uint8_t *v_cache;       /* [n_layer][n_head_kv * head_dim_v][n_ctx] */
+    uint8_t *k_cache;       /* [n_seq][n_layer][n_ctx][n_head_kv * head_dim_k] */
+    uint8_t *v_cache;       /* [n_seq][n_layer][n_head_kv * head_dim_v][n_ctx] */
+    size_t k_seq_bytes, v_seq_bytes; /* bytes of one sequence's K / V cache */
+
+    /* the current chunk's tokens: sequence, position, whether its logits are wanted */
+    int32_t *t_seq;         /* [B] */
+    int64_t *t_pos;         /* [B] */
+    bool *t_want;           /* [B] */
 
     /* activations of one chunk of up to B = n_batch tokens */
     float *x;               /* [B][n_embd] residual stream */
@@ -56,7 +63,20 @@ model_ctx_params model_ctx_default_params(void) {
 int64_t model_ctx_n_ctx(const model_ctx *c) { return c->n_ctx; }
 int model_ctx_n_threads(const model_ctx *c) { return nd_pool_size(c->pool); }
 const model_t *model_ctx_model(const model_ctx *c) { return c->m; }
-int64_t model_ctx_n_past(const model_ctx *c) { return c->n_past; }
+int64_t model_ctx_n_past(const model_ctx *c) { return c->seq_past[0]; }
+int model_ctx_n_seq(const model_ctx *c) { return c->n_seq; }
+
+int64_t model_ctx_seq_past(const model_ctx *c, int seq) {
+    return seq >= 0 && seq < c->n_seq ? c->seq_past[seq] : 0;
+}
+
+int model_ctx_seq_truncate(model_ctx *c, int seq, int64_t pos, nd_err *err) {
+    if (seq < 0 || seq >= c->n_seq || pos < 0)
+        return nd_seterr(err, ND_EINVAL, "sequence %d / position %lld out of range (%d sequences)", seq,
+                         (long long)pos, c->n_seq);
+    if (pos < c->seq_past[seq]) c->seq_past[seq] = pos;
+    return 0;
+}
 
 /* ------------------------------------------------------------ context */
 
@@ -66,6 +86,10 @@ void model_ctx_free(model_ctx *c) {
     k_scratch_free(&c->scratch);
     nd_free(c->k_cache);
     nd_free(c->v_cache);
+    nd_free(c->seq_past);
+    nd_free(c->t_seq);
+    nd_free(c->t_pos);
+    nd_free(c->t_want);
     float *bufs[] = {c->x, c->xn, c->q, c->k, c->v, c->qkv, c->att, c->o, c->gate, c->up,
                      c->rope_cs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) nd_free(bufs[i]);
@@ -103,9 +127,9 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
         return NULL;
     }
     int64_t n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
-    if (n_ctx > (1 << 24) || p.n_batch < 0 || p.n_threads < 0) {
-        nd_seterr(err, ND_ERANGE, "context size %lld / batch %d / threads %d out of range",
-                  (long long)n_ctx, p.n_batch, p.n_threads);
+    if (n_ctx > (1 << 24) || p.n_batch < 0 || p.n_threads < 0 || p.n_seq < 0 || p.n_seq > 1024) {
+        nd_seterr(err, ND_ERANGE, "context size %lld / batch %d / threads %d / sequences %d out of range",
+                  (long long)n_ctx, p.n_batch, p.n_threads, p.n_seq);
         return NULL;
     }
     model_ctx *c = nd_calloc(1, sizeof *c);
@@ -115,6 +139,7 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
     }
     c->m = m;
     c->n_ctx = n_ctx;
+    c->n_seq = p.n_seq ? p.n_seq : 1;
     c->n_batch = p.n_batch ? p.n_batch : 256;
     if (c->n_batch > n_ctx) c->n_batch = (int)n_ctx;
     c->kv_type = p.kv_type;
@@ -132,14 +157,21 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
                   nv = hp->n_head_kv * hp->head_dim_v;
     bool fused_ffn = !m->layers[0].w_gate.data;
     int fail = 0;
-    c->k_cache = nd_malloc((size_t)L * (size_t)n_ctx * (size_t)nk * c->kv_elt);
-    c->v_cache = nd_malloc((size_t)L * (size_t)n_ctx * (size_t)nv * c->kv_elt);
-    if (!c->k_cache || !c->v_cache) {
-        nd_seterr(err, ND_ENOMEM, "out of memory for the KV cache (%lld positions, %.1f MiB)",
-                  (long long)n_ctx,
-                  (double)L * (double)n_ctx * (double)(nk + nv) * (double)c->kv_elt / 1048576);
+    c->k_seq_bytes = (size_t)L * (size_t)n_ctx * (size_t)nk * c->kv_elt;
+    c->v_seq_bytes = (size_t)L * (size_t)n_ctx * (size_t)nv * c->kv_elt;
+    c->k_cache = nd_malloc(c->k_seq_bytes * (size_t)c->n_seq);
+    c->v_cache = nd_malloc(c->v_seq_bytes * (size_t)c->n_seq);
+    c->seq_past = nd_calloc((size_t)c->n_seq, sizeof *c->seq_past);
+    if (!c->k_cache || !c->v_cache || !c->seq_past) {
+        nd_seterr(err, ND_ENOMEM, "out of memory for the KV cache (%d × %lld positions, %.1f MiB)",
+                  c->n_seq, (long long)n_ctx,
+                  (double)(c->k_seq_bytes + c->v_seq_bytes) * c->n_seq / 1048576);
         goto fail;
     }
+    c->t_seq = nd_malloc((size_t)c->n_batch * sizeof *c->t_seq);
+    c->t_pos = nd_malloc((size_t)c->n_batch * sizeof *c->t_pos);
+    c->t_want = nd_malloc((size_t)c->n_batch * sizeof *c->t_want);
+    if (!c->t_seq || !c->t_pos || !c->t_want) fail = 1;
     c->x = alloc_f(B, E, &fail);
     c->xn = alloc_f(B, E, &fail);
     c->o = alloc_f(B, E, &fail);
@@ -190,9 +222,9 @@ static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* ---------------------------------------------------------------- RoPE */
 
-/* cos/sin for positions pos0..pos0+B-1 and the n_rot/2 rotated pairs. Angle of pair i at
- * position p: p * base^(-2i/n_rot) / factor[i] * freq_scale. */
-static void rope_table(model_ctx *c, int64_t pos0, int64_t B) {
+/* cos/sin for the chunk's positions (t_pos) and the n_rot/2 rotated pairs. Angle of pair i
+ * at position p: p * base^(-2i/n_rot) / factor[i] * freq_scale. */
+static void rope_table(model_ctx *c, int64_t B) {
     const model_hparams *hp = &c->m->hp;
     const model_t *m = c->m;
     const float *ff = m->rope_freqs;
@@ -203,7 +235,7 @@ static void rope_table(model_ctx *c, int64_t pos0, int64_t B) {
     const int64_t np = hp->n_rot / 2;
     const float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->n_rot);
     for (int64_t t = 0; t < B; t++) {
-        float theta = (float)(pos0 + t);
+        float theta = (float)c->t_pos[t];
         float *cs = c->rope_cs + t * np * 2;
         for (int64_t i = 0; i < np; i++) {
             float th = ff ? theta / ff[i] : theta;
@@ -238,26 +270,38 @@ static void rope_apply(const model_ctx *c, float *x, int64_t B, int64_t n_heads,
 
 typedef struct att_job {
     model_ctx *c;
-    int64_t il, pos0, B;
+    int64_t il, B;
     float kq_scale;
     _Atomic int64_t next;
 } att_job;
 
-static void kv_store(model_ctx *c, int64_t il, int64_t pos0, int64_t B) {
+/* K/V cache rows of layer il of sequence seq. */
+static uint8_t *k_rows(const model_ctx *c, int32_t seq, int64_t il) {
+    const model_hparams *hp = &c->m->hp;
+    return c->k_cache + c->k_seq_bytes * (size_t)seq +
+           (size_t)il * (size_t)c->n_ctx * (size_t)(hp->n_head_kv * hp->head_dim_k) * c->kv_elt;
+}
+static uint8_t *v_rows(const model_ctx *c, int32_t seq, int64_t il) {
+    const model_hparams *hp = &c->m->hp;
+    return c->v_cache + c->v_seq_bytes * (size_t)seq +
+           (size_t)il * (size_t)(hp->n_head_kv * hp->head_dim_v) * (size_t)c->n_ctx * c->kv_elt;
+}
+
+static void kv_store(model_ctx *c, int64_t il, int64_t B) {
     const model_hparams *hp = &c->m->hp;
     const int64_t nk = hp->n_head_kv * hp->head_dim_k, nv = hp->n_head_kv * hp->head_dim_v;
-    uint8_t *kc = c->k_cache + ((size_t)il * (size_t)c->n_ctx + (size_t)pos0) * nk * c->kv_elt;
-    uint8_t *vc = c->v_cache + (size_t)il * (size_t)nv * (size_t)c->n_ctx * c->kv_elt;
     for (int64_t t = 0; t < B; t++) {
         const float *k = c->k + t * nk, *v = c->v + t * nv;
-        int64_t pos = pos0 + t;
+        int64_t pos = c->t_pos[t];
+        uint8_t *kc = k_rows(c, c->t_seq[t], il) + (size_t)pos * (size_t)nk * c->kv_elt;
+        uint8_t *vc = v_rows(c, c->t_seq[t], il);
         if (c->kv_type == ND_TYPE_F16) {
-            uint16_t *kd = (uint16_t *)(kc + (size_t)t * nk * 2);
+            uint16_t *kd = (uint16_t *)kc;
             for (int64_t i = 0; i < nk; i++) kd[i] = nd_fp32_to_fp16(k[i]);
             for (int64_t i = 0; i < nv; i++)
                 ((uint16_t *)vc)[i * c->n_ctx + pos] = nd_fp32_to_fp16(v[i]);
         } else {
-            memcpy(kc + (size_t)t * nk * 4, k, (size_t)nk * 4);
+            memcpy(kc, k, (size_t)nk * 4);
             for (int64_t i = 0; i < nv; i++) ((float *)vc)[i * c->n_ctx + pos] = v[i];
         }
     }
@@ -267,9 +311,9 @@ static void kv_store(model_ctx *c, int64_t il, int64_t pos0, int64_t B) {
 static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, uint8_t *tmp) {
     const model_hparams *hp = &c->m->hp;
     const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v;
-    const int64_t nk = hp->n_head_kv * hdk, nv = hp->n_head_kv * hdv;
+    const int64_t nk = hp->n_head_kv * hdk;
     const int64_t kvh = h / (hp->n_head / hp->n_head_kv);
-    const int64_t pos = j->pos0 + t;
+    const int64_t pos = c->t_pos[t];
     const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
     const int64_t n = pos + 1 - j0;
     const k_ops *ops = &c->kern.ops[c->kv_type];
@@ -278,8 +322,7 @@ static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, uint8
     uint8_t *pa = (uint8_t *)(s + c->n_ctx);                  /* [n_ctx] probs, cache type */
 
     ops->quantize(c->q + (t * hp->n_head + h) * hdk, qa, hdk);
-    const uint8_t *kc = c->k_cache + ((size_t)j->il * (size_t)c->n_ctx * (size_t)nk +
-                                      (size_t)kvh * (size_t)hdk) * c->kv_elt;
+    const uint8_t *kc = k_rows(c, c->t_seq[t], j->il) + (size_t)kvh * (size_t)hdk * c->kv_elt;
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++) {
         s[i] = ops->vec_dot(kc + (size_t)(j0 + i) * (size_t)nk * c->kv_elt, qa, hdk) *
@@ -294,9 +337,8 @@ static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, uint8
     float inv = (float)(1.0 / sum);
     for (int64_t i = 0; i < n; i++) s[i] *= inv;
     ops->quantize(s, pa, n);
-    const uint8_t *vc = c->v_cache + ((size_t)j->il * (size_t)nv * (size_t)c->n_ctx +
-                                      (size_t)kvh * (size_t)hdv * (size_t)c->n_ctx +
-                                      (size_t)j0) * c->kv_elt;
+    const uint8_t *vc = v_rows(c, c->t_seq[t], j->il) +
+                        ((size_t)kvh * (size_t)hdv * (size_t)c->n_ctx + (size_t)j0) * c->kv_elt;
     float *out = c->att + (t * hp->n_head + h) * hdv;
     for (int64_t d = 0; d < hdv; d++)
         out[d] = ops->vec_dot(vc + (size_t)d * (size_t)c->n_ctx * c->kv_elt, pa, n);
@@ -315,11 +357,13 @@ static void att_worker(void *arg, int ith, int nth) {
     }
 }
 
-static void attention(model_ctx *c, int64_t il, int64_t pos0, int64_t B) {
+static void attention(model_ctx *c, int64_t il, int64_t B) {
     const model_hparams *hp = &c->m->hp;
-    att_job j = {.c = c, .il = il, .pos0 = pos0, .B = B,
+    att_job j = {.c = c, .il = il, .B = B,
                  .kq_scale = hp->q_prescaled ? 1.0f : 1.0f / sqrtf((float)hp->head_dim_k)};
-    if (B * hp->n_head * (pos0 + B) < 4096)
+    int64_t span = 0; /* positions attended, summed over the chunk */
+    for (int64_t t = 0; t < B; t++) span += c->t_pos[t] + 1;
+    if (hp->n_head * span < 4096)
         att_worker(&j, 0, 1);
     else
         nd_pool_run(c->pool, att_worker, &j);
@@ -343,7 +387,7 @@ static void embed(model_ctx *c, const int32_t *tokens, int64_t B) {
 }
 
 /* x += Attention(RMSNorm(x)) for one layer. */
-static int attn_block(model_ctx *c, int64_t il, int64_t pos0, int64_t B, nd_err *err) {
+static int attn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
     const model_hparams *hp = &c->m->hp;
     const model_layer *L = &c->m->layers[il];
     const int64_t E = hp->n_embd, nq = hp->n_head * hp->head_dim_k,
@@ -374,8 +418,8 @@ static int attn_block(model_ctx *c, int64_t il, int64_t pos0, int64_t B, nd_err 
         float s = 1.0f / sqrtf((float)hp->head_dim_k);
         for (int64_t i = 0; i < B * nq; i++) c->q[i] *= s;
     }
-    kv_store(c, il, pos0, B);
-    attention(c, il, pos0, B);
+    kv_store(c, il, B);
+    attention(c, il, B);
     MATMUL(L->wo, c->att, B, c->o);
     for (int64_t i = 0; i < B * E; i++) c->x[i] += c->o[i];
     return 0;
@@ -402,52 +446,107 @@ static int ffn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
     return 0;
 }
 
-/* One chunk of B <= n_batch tokens. logits: [B][n_vocab] (all), [n_vocab] (last) or NULL. */
-static int forward_chunk(model_ctx *c, const int32_t *tokens, int64_t B, int64_t pos0,
-                         float *logits, bool all, nd_err *err) {
+/* One chunk of B <= n_batch tokens described by t_seq / t_pos / t_want. logits: one
+ * [n_vocab] row per wanted token, in order, or NULL. */
+static int forward_chunk(model_ctx *c, const int32_t *tokens, int64_t B, float *logits, nd_err *err) {
     const model_t *m = c->m;
     const int64_t E = m->hp.n_embd;
     embed(c, tokens, B);
-    rope_table(c, pos0, B);
+    rope_table(c, B);
     for (int64_t il = 0; il < m->hp.n_layer; il++) {
-        int rc = attn_block(c, il, pos0, B, err);
+        int rc = attn_block(c, il, B, err);
         if (!rc) rc = ffn_block(c, il, B, err);
         if (rc) return rc;
     }
     if (!logits) return 0;
-    int64_t first = all ? 0 : B - 1, rows = B - first;
-    rmsnorm_rows(c->xn, c->x + first * E, m->output_norm, rows, E, m->hp.rms_eps);
-    MATMUL(m->output, c->xn, rows, logits);
+    int64_t rows = 0;
+    for (int64_t t = 0; t < B; t++)
+        if (c->t_want[t]) rmsnorm(c->xn + rows++ * E, c->x + t * E, m->output_norm, E, m->hp.rms_eps);
+    if (rows) MATMUL(m->output, c->xn, rows, logits);
+    return 0;
+}
+
+/* Validates a batch: ids in the vocabulary, sequences in range, and per sequence consecutive
+ * positions that start at or before its cached length and stay inside the context. */
+static int check_batch(const model_ctx *c, int n, const int32_t *tokens, const int32_t *seq, const int64_t *pos,
+                       nd_err *err) {
+    const model_hparams *hp = &c->m->hp;
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return nd_seterr(err, ND_EINVAL, "token id %d at batch index %d is outside the vocabulary (0..%lld)",
+                             tokens[i], i, (long long)hp->n_vocab - 1);
+        if (seq[i] < 0 || seq[i] >= c->n_seq)
+            return nd_seterr(err, ND_EINVAL, "sequence %d at batch index %d: the context has %d sequences", seq[i], i,
+                             c->n_seq);
+        if (pos[i] >= c->n_ctx)
+            return nd_seterr(err, ND_ERANGE, "position %lld exceeds the context size %lld — start a new context "
+                             "or use a larger -c", (long long)pos[i], (long long)c->n_ctx);
+        int prev = -1; /* the same sequence earlier in the batch */
+        for (int k = i - 1; k >= 0 && prev < 0; k--)
+            if (seq[k] == seq[i]) prev = k;
+        if (prev >= 0 ? pos[i] != pos[prev] + 1 : (pos[i] < 0 || pos[i] > c->seq_past[seq[i]]))
+            return nd_seterr(err, ND_EINVAL, "sequence %d: position %lld at batch index %d %s", seq[i],
+                             (long long)pos[i], i,
+                             prev >= 0 ? "does not follow the previous one" : "skips ahead of its cached positions");
+    }
+    return 0;
+}
+
+/* Runs n tokens in chunks of n_batch; the per-token arrays are copied chunk by chunk. */
+static int forward_tokens(model_ctx *c, int n, const int32_t *tokens, const int32_t *seq, const int64_t *pos,
+                          int32_t seq0, int64_t pos0, const bool *want, int want_mode, float *logits, nd_err *err) {
+    const int64_t V = c->m->hp.n_vocab;
+    for (int i = 0; i < n; i++) { /* entries at and after each sequence's first position are rewritten */
+        int32_t s = seq ? seq[i] : seq0;
+        int64_t p = pos ? pos[i] : pos0 + i;
+        if (p < c->seq_past[s]) c->seq_past[s] = p;
+    }
+    size_t out_row = 0;
+    for (int i0 = 0; i0 < n; i0 += c->n_batch) {
+        int64_t B = n - i0 < c->n_batch ? n - i0 : c->n_batch, wanted = 0;
+        for (int64_t t = 0; t < B; t++) {
+            int i = i0 + (int)t;
+            c->t_seq[t] = seq ? seq[i] : seq0;
+            c->t_pos[t] = pos ? pos[i] : pos0 + i;
+            c->t_want[t] = want ? want[i] : want_mode == MODEL_LOGITS_ALL || (want_mode == MODEL_LOGITS_LAST && i == n - 1);
+            wanted += c->t_want[t];
+        }
+        int rc = forward_chunk(c, tokens + i0, B, wanted ? logits + out_row * (size_t)V : NULL, err);
+        if (rc) return rc;
+        out_row += (size_t)wanted;
+        for (int64_t t = 0; t < B; t++)
+            if (c->t_pos[t] + 1 > c->seq_past[c->t_seq[t]]) c->seq_past[c->t_seq[t]] = c->t_pos[t] + 1;
+    }
     return 0;
 }
 
 int model_forward(model_ctx *c, const int32_t *tokens, int n, int64_t pos0, float *logits_out,
                   model_logits which, nd_err *err) {
-    const model_hparams *hp = &c->m->hp;
     if (n < 1 || !tokens) return nd_seterr(err, ND_EINVAL, "model_forward: empty batch");
     if (which != MODEL_LOGITS_NONE && !logits_out)
         return nd_seterr(err, ND_EINVAL, "model_forward: logits requested but no buffer given");
-    if (pos0 < 0 || pos0 > c->n_past)
+    if (pos0 < 0 || pos0 > c->seq_past[0])
         return nd_seterr(err, ND_EINVAL, "position %lld skips ahead of the %lld cached positions",
-                         (long long)pos0, (long long)c->n_past);
+                         (long long)pos0, (long long)c->seq_past[0]);
     if (pos0 + n > c->n_ctx)
         return nd_seterr(err, ND_ERANGE, "positions %lld..%lld exceed the context size %lld — "
                          "start a new context or use a larger -c", (long long)pos0,
                          (long long)(pos0 + n - 1), (long long)c->n_ctx);
+    const int64_t V = c->m->hp.n_vocab;
     for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+        if (tokens[i] < 0 || tokens[i] >= V)
             return nd_seterr(err, ND_EINVAL, "token id %d at batch index %d is outside the "
-                             "vocabulary (0..%lld)", tokens[i], i, (long long)hp->n_vocab - 1);
-    c->n_past = pos0; /* entries at and after pos0 are about to be overwritten */
-    for (int i0 = 0; i0 < n; i0 += c->n_batch) {
-        int64_t B = n - i0 < c->n_batch ? n - i0 : c->n_batch;
-        bool last_chunk = i0 + B == n;
-        float *lg = NULL;
-        if (which == MODEL_LOGITS_ALL) lg = logits_out + (size_t)i0 * (size_t)hp->n_vocab;
-        else if (which == MODEL_LOGITS_LAST && last_chunk) lg = logits_out;
-        int rc = forward_chunk(c, tokens + i0, B, pos0 + i0, lg, which == MODEL_LOGITS_ALL, err);
-        if (rc) return rc;
-        c->n_past = pos0 + i0 + B;
-    }
-    return 0;
+                             "vocabulary (0..%lld)", tokens[i], i, (long long)V - 1);
+    return forward_tokens(c, n, tokens, NULL, NULL, 0, pos0, NULL, (int)which, logits_out, err);
+}
+
+int model_forward_batch(model_ctx *c, int n, const int32_t *tokens, const int32_t *seq, const int64_t *pos,
+                        const bool *want, float *logits_out, nd_err *err) {
+    if (n < 1 || !tokens || !seq || !pos) return nd_seterr(err, ND_EINVAL, "model_forward_batch: empty batch");
+    bool any = false;
+    for (int i = 0; want && i < n; i++) any |= want[i];
+    if (any && !logits_out) return nd_seterr(err, ND_EINVAL, "model_forward_batch: logits wanted but no buffer");
+    int rc = check_batch(c, n, tokens, seq, pos, err);
+    if (rc) return rc;
+    return forward_tokens(c, n, tokens, seq, pos, 0, 0, any ? want : NULL, MODEL_LOGITS_NONE, logits_out, err);
 }
