@@ -26,6 +26,11 @@ LDLIBS_CORE := -lpcre2-8 -lm -lpthread
 LDLIBS_APP  := -lcjson $(LDLIBS_CORE)
 
 LIB_SRC   := $(filter-out src/main.c src/tools/%,$(wildcard src/*/*.c src/*/*/*.c src/*/*/*/*.c))
+# x86 kernels only on x86 (elsewhere dispatch.c falls back to the scalar reference)
+ARCH      := $(shell $(CC) -dumpmachine 2>/dev/null | cut -d- -f1)
+ifeq ($(filter x86_64 i686 i386,$(ARCH)),)
+LIB_SRC   := $(filter-out src/kernels/x86/%,$(LIB_SRC))
+endif
 TOOL_SRC  := $(wildcard src/tools/*.c)
 TEST_SRC  := $(wildcard tests/test_*.c)
 BENCH_SRC := $(wildcard bench/bench_*.c)
