@@ -1,9 +1,11 @@
 /* tests for src/kernels: every SIMD entry (AVX2, AVX-512; each ISA separately, through
  * k_select and by direct call) against the quant/ reference, which is the oracle.
  *
- * Activation quantizers: output bytes identical to q_quantize_act (random rows, ties at
- * .5 for the roundf / nearest-even rules, all-zero blocks, sign ties of the Q8_K max,
- * tiny/huge/denormal magnitudes, odd lengths for the float formats).
+ * Activation quantizers: q_quantize_act follows llama.cpp's x86 runtime rules
+ * (test_act_rules: ties to even, inverse scale 127/amax, tiny blocks to zero); every SIMD
+ * quantizer's output bytes are identical to it (random rows, ties at .5, all-zero blocks,
+ * sign ties of the Q8_K max, tiny/huge/denormal magnitudes, odd lengths for the float
+ * formats).
  *
  * Dots: weight rows of random bytes (every bit pattern of the quants and packed scales is a
  * valid block) with controlled fp16 scale fields (random, zero, negative, subnormal, large),
@@ -404,6 +406,67 @@ static void test_quantizers_avx2(void) {
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_quantizer("avx2", q[i].atype, q[i].fn);
 }
 
+/* q_quantize_act's own rules (llama.cpp's x86 runtime quantizers), which the byte-identity
+ * tests above then carry over to every SIMD quantizer:
+ *   - Q8_0/Q8_1: ties go to EVEN (the *_ref rule, kept by q_quantize_row, is roundf);
+ *   - the inverse scale is 127/amax, not 1/(amax/127) (they differ by an ulp for some amax;
+ *     found by search, then an element placed just across the rounding boundary);
+ *   - blocks with an infinite inverse scale (amax < ~3.7e-37) quantize to zero. */
+static void test_act_rules(void) {
+    float x[Q_QK_K];
+    q_block_q8_0 a[8], r[8];
+    q_block_q8_1 b;
+    q_block_q8_K k;
+    /* amax 127 -> id 1: 2.5 -> 2 (even), -3.5 -> -4, 4.5 -> 4; the reference gives 3, -4, 5 */
+    for (int j = 0; j < Q_QK; j++) x[j] = 0.0f;
+    x[0] = 127.0f, x[1] = 2.5f, x[2] = -3.5f, x[3] = 4.5f;
+    T_EQ_INT(q_quantize_act(ND_TYPE_Q8_0, x, a, Q_QK), 0);
+    T_EQ_INT(q_quantize_row(ND_TYPE_Q8_0, x, r, Q_QK), 0);
+    T_EQ_INT(a[0].qs[1], 2);
+    T_EQ_INT(a[0].qs[2], -4);
+    T_EQ_INT(a[0].qs[3], 4);
+    T_EQ_INT(r[0].qs[1], 3);
+    T_EQ_INT(r[0].qs[2], -4);
+    T_EQ_INT(r[0].qs[3], 5);
+    T_EQ_INT(q_quantize_act(ND_TYPE_Q8_1, x, &b, Q_QK), 0);
+    T_EQ_INT(b.qs[1], 2);
+    T_EQ_INT(nd_fp16_to_fp32(b.s), 127 + 2 - 4 + 4);
+    /* an amax where 127/amax != 1/(amax/127), and an x whose product with the two inverse
+     * scales rounds differently: the act quantizer must follow 127/amax */
+    int found = 0;
+    for (uint32_t bits = 0x3f800001u; bits < 0x3f800001u + 100000 && !found; bits++) {
+        float amax;
+        memcpy(&amax, &bits, 4);
+        const volatile float id_x86 = 127.f / amax, d = amax / 127.f, id_ref = 1.0f / d;
+        if (id_x86 == id_ref) continue;
+        for (int q = 1; q < 127 && !found; q++) {
+            /* the largest float whose product with id_x86 stays below q + 0.5 */
+            float v = ((float)q + 0.5f) / id_x86;
+            while (v * id_x86 >= (float)q + 0.5f) v = nextafterf(v, 0.f);
+            while (nextafterf(v, 1e9f) * id_x86 < (float)q + 0.5f) v = nextafterf(v, 1e9f);
+            const float pr = v * id_ref, px = v * id_x86;
+            if (rintf(pr) == rintf(px) && roundf(pr) == rintf(px)) continue;
+            for (int j = 0; j < Q_QK; j++) x[j] = 0.0f;
+            x[0] = amax, x[1] = v;
+            T_EQ_INT(q_quantize_act(ND_TYPE_Q8_0, x, a, Q_QK), 0);
+            T_EQ_INT(a[0].qs[1], (int)rintf(px));
+            found = 1;
+        }
+    }
+    T_CHECK(found);
+    /* tiny blocks: zero quants (and zero scale), scalar and every SIMD table alike */
+    for (int j = 0; j < Q_QK_K; j++) x[j] = (j % 3 - 1) * 1e-38f * (float)(j % 7 + 1);
+    T_EQ_INT(q_quantize_act(ND_TYPE_Q8_0, x, a, Q_QK_K), 0);
+    for (int i = 0; i < 8; i++) {
+        T_EQ_INT(a[i].d, 0);
+        for (int j = 0; j < Q_QK; j++) T_EQ_INT(a[i].qs[j], 0);
+    }
+    T_EQ_INT(q_quantize_act(ND_TYPE_Q8_K, x, &k, Q_QK_K), 0);
+    for (int j = 0; j < Q_QK_K; j++) T_EQ_INT(k.qs[j], 0);
+    for (int j = 0; j < Q_QK_K / 16; j++) T_EQ_INT(k.bsums[j], 0);
+    T_CHECK(k.d == 0.0f);
+}
+
 /* Every selected table's quantize entry (whatever ISA it came from) matches the reference. */
 static void test_quantizers_tables(void) {
     const k_isa isas[] = {K_ISA_SCALAR, K_ISA_AVX2, K_ISA_AVX512};
@@ -462,6 +525,7 @@ static void test_matmul_best(void) {
 
 int main(void) {
     T_RUN(test_scalar_table);
+    T_RUN(test_act_rules);
     T_RUN(test_quantizers_avx2);
     T_RUN(test_quantizers_tables);
     T_RUN(test_table_avx2);

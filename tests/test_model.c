@@ -109,7 +109,7 @@ static void check_golden(const char *fx, const char *name, golden_stats *st) {
     T_CHECKF(bs_max <= 1e-5 * lmax, "%s: batch vs token-by-token differ by %g", name, bs_max);
 
     /* top-1 and top-8 against the golden */
-    int top1_ok = 0, top8_same = 0, near_ties = 0;
+    int top1_ok = 0, top8_same = 0;
     double overlap = 0, worst = 0;
     for (int pos = 0; pos < n; pos++) {
         cJSON *row = cJSON_GetArrayItem(jtop, pos);
@@ -124,18 +124,18 @@ static void check_golden(const char *fx, const char *name, golden_stats *st) {
             if (want[i] >= 0 && want[i] < V) worst = fmax(worst, fabs(ours[want[i]] - gl));
         }
         topk(ours, V, k, mine);
-        /* Quantized files: llama.cpp's x86 activation quantizers and SIMD summation order
-         * differ from the reference by an ulp here and there, which flips an int8 rounding
-         * now and then (~0.1 logit). A top-1 swap is accepted only as such a near-tie: our
-         * pick is in the golden top-8 within 0.15 of the golden's best. */
-        double gap = 1e30;
+        /* Strict: the same top-1 token at every position (no near-tie escape). Activations
+         * are quantized with llama.cpp's x86 runtime rules (q_quantize_act), so the integer
+         * dots see the same int8 inputs; what remains are float-order differences (SIMD
+         * lane partitions of the dots, norms) of an ulp, which flip an int8 rounding of a
+         * later activation now and then (~2e-6 of elements) and move some logits by up to
+         * ~0.2 on these random-weight models (see the summary's worst |dlogit|). */
+        double gap = 0;
         for (int i = 0; i < k; i++)
             if (want[i] == mine[0])
                 gap = cJSON_GetArrayItem(cJSON_GetArrayItem(row, 0), 1)->valuedouble -
                       cJSON_GetArrayItem(cJSON_GetArrayItem(row, i), 1)->valuedouble;
-        bool near_tie = mine[0] != want[0] && !strstr(name, "-f32") && gap <= 0.15;
         top1_ok += mine[0] == want[0];
-        near_ties += near_tie;
         int common = 0;
         for (int a = 0; a < k; a++)
             for (int b = 0; b < k; b++) common += mine[a] == want[b];
@@ -143,8 +143,7 @@ static void check_golden(const char *fx, const char *name, golden_stats *st) {
         top8_same += common == k;
         if (mine[0] != want[0])
             fprintf(stderr, "  %s pos %d: top-1 %d vs golden %d (ours %.4f vs %.4f, golden gap "
-                    "%.4f)%s\n", name, pos, mine[0], want[0], ours[mine[0]], ours[want[0]], gap,
-                    near_tie ? " near-tie, accepted" : "");
+                    "%.4f)\n", name, pos, mine[0], want[0], ours[mine[0]], ours[want[0]], gap);
     }
     double last_max = 0, gmax = 0;
     for (int64_t i = 0; i < V; i++) {
@@ -154,8 +153,7 @@ static void check_golden(const char *fx, const char *name, golden_stats *st) {
     }
     worst = fmax(worst, last_max);
     overlap /= n;
-    T_CHECKF(top1_ok + near_ties == n, "%s: top-1 agrees at %d of %d positions (%d near-ties)",
-             name, top1_ok, n, near_ties);
+    T_CHECKF(top1_ok == n, "%s: top-1 agrees at %d of %d positions", name, top1_ok, n);
     bool f32 = strstr(name, "-f32") != NULL;
     if (f32)
         T_CHECKF(last_max <= 1e-3 * gmax, "%s: max |dlogit| %g > 1e-3 * %g", name, last_max, gmax);
@@ -164,9 +162,9 @@ static void check_golden(const char *fx, const char *name, golden_stats *st) {
     st->n_models++;
     st->n_top1_fail += top1_ok != n;
     int w = snprintf(st->summary + st->len, sizeof st->summary - st->len,
-                     "  %-22s top1 %2d/%d (+%d near-tie)  top8 overlap %.3f (identical sets %2d/%d)  worst "
+                     "  %-22s top1 %2d/%d  top8 overlap %.3f (identical sets %2d/%d)  worst "
                      "|dlogit| %.2e (rel %.1e)  batch-vs-single %.1e\n",
-                     name, top1_ok, n, near_ties, overlap, top8_same, n, worst, worst / gmax, bs_max);
+                     name, top1_ok, n, overlap, top8_same, n, worst, worst / gmax, bs_max);
     if (w > 0 && (size_t)w < sizeof st->summary - st->len) st->len += (size_t)w;
     free(tok);
     free(lb);

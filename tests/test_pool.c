@@ -110,38 +110,47 @@ static void test_overhead(void) {
 static void test_matmul(void) {
     enum { K = 256, N = 37, M = 5 };
     static float W[N * K], X[M * K], Y1[M * N], Y2[M * N];
-    static uint8_t Wq[N * K * 2], Xq[M * K * 2];
+    static uint8_t Wq[N * K * 2], Xq[M * K * 4];
     unsigned long long s = 3;
     for (int i = 0; i < N * K; i++) W[i] = t_rand_f(&s);
     for (int i = 0; i < M * K; i++) X[i] = t_rand_f(&s);
-    k_kernels kk;
-    k_select(&kk, K_ISA_BEST);
-    uint32_t types[] = {ND_TYPE_F32, ND_TYPE_F16, ND_TYPE_Q8_0, ND_TYPE_Q4_K, ND_TYPE_Q6_K};
     nd_err err = {0};
     nd_pool *p = nd_pool_new(3, &err);
     k_scratch sc = {0};
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        uint32_t t = types[ti];
-        const void *w = W;
-        if (t != ND_TYPE_F32) {
-            T_EQ_INT(q_quantize_row(t, W, Wq, N * K), 0);
-            w = Wq;
-        }
-        uint32_t at = q_vec_dot_type(t);
-        for (int m = 0; m < M; m++) q_quantize_act(at, X + m * K, Xq + m * q_row_size(at, K), K);
-        for (int m = 0; m < M; m++)
-            for (int r = 0; r < N; r++)
-                Y1[m * N + r] = q_vec_dot(t, (const uint8_t *)w + r * q_row_size(t, K), at,
-                                          Xq + m * q_row_size(at, K), K);
-        for (int threaded = 0; threaded < 2; threaded++) {
-            k_env env = {&kk, threaded ? p : NULL, &sc};
-            memset(Y2, 0, sizeof Y2);
-            T_EQ_INT(k_matmul(&env, t, w, K, N, X, M, Y2, &err), 0);
-            for (int i = 0; i < M * N; i++)
-                T_CHECKF(Y1[i] == Y2[i], "type %u threaded %d elem %d: %g vs %g", t, threaded, i,
-                         Y1[i], Y2[i]);
-            T_EQ_INT(k_matmul(&env, t, w, K, N, X, 1, Y2, &err), 0);
-            for (int i = 0; i < N; i++) T_CHECK(Y1[i] == Y2[i]);
+    k_kernels kk;
+    /* the scalar table is the quant/ reference itself; the best table must agree with its
+     * own entries exactly (tiling and threading never change a single dot) */
+    for (int best = 0; best < 2; best++) {
+        k_select(&kk, best ? K_ISA_BEST : K_ISA_SCALAR);
+        uint32_t types[] = {ND_TYPE_F32, ND_TYPE_F16, ND_TYPE_Q8_0, ND_TYPE_Q4_K, ND_TYPE_Q6_K};
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            uint32_t t = types[ti];
+            const void *w = W;
+            if (t != ND_TYPE_F32) {
+                T_EQ_INT(q_quantize_row(t, W, Wq, N * K), 0);
+                w = Wq;
+            }
+            const k_ops *o = &kk.ops[t];
+            uint32_t at = o->atype;
+            size_t ar = q_row_size(at, K), wr = q_row_size(t, K);
+            for (int m = 0; m < M; m++) T_EQ_INT(o->quantize(X + m * K, Xq + m * ar, K), 0);
+            for (int m = 0; m < M; m++)
+                for (int r = 0; r < N; r++) {
+                    Y1[m * N + r] = o->vec_dot((const uint8_t *)w + r * wr, Xq + m * ar, K);
+                    if (!best) /* scalar entries are exactly the reference */
+                        T_CHECK(Y1[m * N + r] ==
+                                q_vec_dot(t, (const uint8_t *)w + r * wr, at, Xq + m * ar, K));
+                }
+            for (int threaded = 0; threaded < 2; threaded++) {
+                k_env env = {&kk, threaded ? p : NULL, &sc};
+                memset(Y2, 0, sizeof Y2);
+                T_EQ_INT(k_matmul(&env, t, w, K, N, X, M, Y2, &err), 0);
+                for (int i = 0; i < M * N; i++)
+                    T_CHECKF(Y1[i] == Y2[i], "%s type %u threaded %d elem %d: %g vs %g", o->name,
+                             t, threaded, i, Y1[i], Y2[i]);
+                T_EQ_INT(k_matmul(&env, t, w, K, N, X, 1, Y2, &err), 0);
+                for (int i = 0; i < N; i++) T_CHECK(Y1[i] == Y2[i]);
+            }
         }
     }
     /* unsupported type and bad row length are errors, not crashes */

@@ -1,12 +1,19 @@
-/* Persistent thread pool: generation counter + spin-then-futex wake, atomic completion
- * count. See pool.h for the contract.
+/* Persistent thread pool: generation counter + spin-then-futex wake, work items claimed
+ * through one atomic word. See pool.h for the contract.
  *
- * Protocol. The driver publishes (fn, ctx), sets `pending` to the number of workers and
- * bumps `gen` (seq_cst). A worker that sees a new `gen` runs its share and decrements
- * `pending`. Idle workers spin on `gen` for ~SPIN_NS, then register in `sleepers` and
- * futex-wait on `gen`; the driver only issues a wake syscall when `sleepers` is non-zero.
- * Both sides use seq_cst on (gen, sleepers) so either the driver sees the sleeper or the
- * sleeper's futex_wait sees the new gen (and returns at once). */
+ * Protocol. A job is n_items calls fn(ctx, item, n_items). The driver publishes (fn, ctx,
+ * n_items), resets `done`, stores `claim` = (job << 32 | 0) and bumps `gen` (seq_cst, the
+ * futex word). Every thread — the driver included — claims items by CAS on `claim`: the
+ * high half must still be the job it woke for, the low half is the next item. The driver
+ * returns once `done` == n_items, so it never waits for a worker that has not started:
+ * a descheduled worker that wakes late finds the job closed (a later job number in
+ * `claim`, or no item left) and touches nothing of it. fn/ctx/n_items are read after the
+ * claim word was seen with the job number and before the CAS that proves the job was
+ * still open; a CAS that fails discards them.
+ * Idle workers spin on `gen` for ~SPIN_NS, then register in `sleepers` and futex-wait on
+ * `gen`; the driver only issues a wake syscall when `sleepers` is non-zero. Both sides use
+ * seq_cst on (gen, sleepers) so either the driver sees the sleeper or the sleeper's
+ * futex_wait sees the new gen (and returns at once). */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -34,11 +41,13 @@ struct nd_pool {
     int nth;                   /* threads including the driver */
     nd_worker *workers;        /* [nth - 1] */
     _Atomic uint32_t gen;      /* job generation; also the futex word */
-    _Atomic int pending;       /* workers that have not finished the current job */
+    _Atomic uint64_t claim;    /* job number << 32 | next unclaimed item */
+    _Atomic int done;          /* items of the current job that have returned */
     _Atomic int sleepers;      /* workers inside futex_wait (or about to be) */
     _Atomic bool quit;
-    nd_pool_fn fn;             /* current job, published before gen is bumped */
-    void *ctx;
+    _Atomic(nd_pool_fn) fn;    /* current job (relaxed: ordered by `claim`) */
+    _Atomic(void *) ctx;
+    _Atomic int n_items;
 #ifndef __linux__
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -96,6 +105,25 @@ static uint32_t wait_new_gen(nd_pool *p, uint32_t seen) {
     }
 }
 
+/* Claims and runs items of job `job` until none is left or the job is gone. */
+static void run_items(nd_pool *p, uint32_t job) {
+    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(c >> 32) != job) return;
+        const nd_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *const ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+        const int n = atomic_load_explicit(&p->n_items, memory_order_relaxed);
+        const int item = (int)(uint32_t)c;
+        if (item >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acquire,
+                                                   memory_order_acquire))
+            continue; /* c reloaded */
+        fn(ctx, item, n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    }
+}
+
 static void *worker_main(void *arg) {
     nd_worker *w = arg;
     nd_pool *p = w->pool;
@@ -103,8 +131,7 @@ static void *worker_main(void *arg) {
     for (;;) {
         seen = wait_new_gen(p, seen);
         if (atomic_load_explicit(&p->quit, memory_order_acquire)) break;
-        p->fn(p->ctx, w->ith, p->nth);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        run_items(p, seen);
     }
     return NULL;
 }
@@ -166,6 +193,7 @@ void nd_pool_free(nd_pool *p) {
     if (!p) return;
     if (p->nth > 1) {
         atomic_store(&p->quit, true);
+        atomic_store(&p->claim, 0); /* no job: late claims fail */
         atomic_fetch_add(&p->gen, 1);
         gen_wake_all(p);
         for (int i = 0; i < p->nth - 1; i++) pthread_join(p->workers[i].tid, NULL);
@@ -180,22 +208,30 @@ void nd_pool_free(nd_pool *p) {
 
 int nd_pool_size(const nd_pool *p) { return p ? p->nth : 1; }
 
-void nd_pool_run(nd_pool *p, nd_pool_fn fn, void *ctx) {
-    if (!p || p->nth == 1) {
-        fn(ctx, 0, 1);
+void nd_pool_run_items(nd_pool *p, nd_pool_fn fn, void *ctx, int n_items) {
+    if (n_items <= 0) return;
+    if (!p || p->nth == 1 || n_items == 1) {
+        for (int i = 0; i < n_items; i++) fn(ctx, i, n_items);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store_explicit(&p->pending, p->nth - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: publishes fn/ctx/pending */
+    const uint32_t job = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->n_items, n_items, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->claim, (uint64_t)job << 32, memory_order_release);
+    atomic_store(&p->gen, job); /* seq_cst: wakes spinners, pairs with `sleepers` */
     if (atomic_load(&p->sleepers) > 0) gen_wake_all(p);
-    fn(ctx, 0, p->nth);
-    for (unsigned spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0;
+    run_items(p, job);
+    for (unsigned spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n_items;
          spins++) {
         if (spins < (1u << 16))
             cpu_relax();
         else
-            sched_yield(); /* workers descheduled (oversubscribed machine) */
+            sched_yield(); /* a worker holding an item was descheduled */
     }
+}
+
+void nd_pool_run(nd_pool *p, nd_pool_fn fn, void *ctx) {
+    nd_pool_run_items(p, fn, ctx, nd_pool_size(p));
 }

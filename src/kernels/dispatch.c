@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "kernels/gemm.h" /* k_gemm_matmul, k_install_gemm_avx512 (gemm helper) */
 #include "kernels/kernels.h"
 #include "quant/quant.h"
 #if defined(__x86_64__) || defined(__i386__)
@@ -36,7 +37,7 @@ K_SCALAR(Q6_K, Q8_K)
 #undef K_SCALAR
 
 static void set_scalar(k_kernels *k) {
-#define E(T) k->ops[ND_TYPE_##T] = (k_ops){"scalar", q_vec_dot_type(ND_TYPE_##T), dot_##T, quant_##T}
+#define E(T) k->ops[ND_TYPE_##T] = (k_ops){"scalar", q_vec_dot_type(ND_TYPE_##T), dot_##T, quant_##T, NULL}
     E(F32); E(F16); E(BF16); E(Q4_0); E(Q4_1); E(Q5_0); E(Q5_1); E(Q8_0);
     E(Q2_K); E(Q3_K); E(Q4_K); E(Q5_K); E(Q6_K);
 #undef E
@@ -75,6 +76,7 @@ void k_select(k_kernels *k, k_isa want) {
     if (k->isa >= K_ISA_AVX512) {
         if (__builtin_cpu_supports("avx512vnni")) k_install_avx512(k);
         else k->isa = K_ISA_AVX2; /* our AVX-512 kernels need VNNI */
+        if (__builtin_cpu_supports("avx512vnni")) k_install_gemm_avx512(k); /* gemm helper */
         if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16"))
             k_install_avx512_bf16(k);
     }
@@ -145,7 +147,11 @@ static void mm_dot_worker(void *arg, int ith, int nth) {
         if (r0 >= j->N) break;
         int64_t r1 = r0 + j->chunk < j->N ? r0 + j->chunk : j->N;
         if (j->M == 1) {
-            for (int64_t r = r0; r < r1; r++) j->Y[r] = dot(j->W + r * j->w_row, j->A, j->K);
+            int64_t r = r0;
+            if (j->ops->vec_dot4) /* decode: activation loads shared by 4 rows */
+                for (; r + 4 <= r1; r += 4)
+                    j->ops->vec_dot4(j->W + r * j->w_row, j->w_row, j->A, j->K, j->Y + r);
+            for (; r < r1; r++) j->Y[r] = dot(j->W + r * j->w_row, j->A, j->K);
             continue;
         }
         for (int64_t t0 = 0; t0 < j->M; t0 += MM_TOKEN_BLOCK) {
@@ -165,6 +171,9 @@ int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t
     if (rc) return rc;
     if (N <= 0 || M <= 0) return 0;
     const k_ops *ops = &env->kern->ops[wtype];
+    /* blocked tiles for prefill, their bit-identical gemv for decode (gemm helper) */
+    if (env->kern->gemm[wtype] && q_row_size(wtype, K) <= K_GEMM_MAX_ROW)
+        return k_gemm_matmul(env, wtype, W, K, N, X, M, Y, err);
     int nth = nd_pool_size(env->pool);
     mm_job j = {.ops = ops, .W = W, .w_row = q_row_size(wtype, K), .X = X, .K = K, .N = N,
                 .M = M, .Y = Y};
@@ -189,6 +198,7 @@ int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t
     int64_t items = (int64_t)nth * 8;
     j.chunk = (N + items - 1) / items;
     if (M > 1 && j.chunk > 16) j.chunk = 16;
+    if (M == 1 && ops->vec_dot4) j.chunk = (j.chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
     if (j.chunk < 1) j.chunk = 1;
     if (nth == 1 || N * M < 64)
         mm_dot_worker(&j, 0, 1);

@@ -24,12 +24,19 @@
 typedef float (*k_vec_dot_fn)(const void *wrow, const void *arow, int64_t n);
 /* x[n] -> activation row in the entry's atype; returns 0 or ND_E* */
 typedef int (*k_quantize_fn)(const float *x, void *dst, int64_t n);
+/* decode: dots of 4 weight rows (row i at wrow + i*stride bytes) with one activation row
+ * into out[0..3], each bit-identical to vec_dot on that row */
+typedef void (*k_vec_dot4_fn)(const void *wrow, size_t stride, const void *arow, int64_t n,
+                              float *out);
+/* tile GEMM for M > 1 (prefill), defined in kernels/gemm.h (gemm helper) */
+typedef struct k_gemm_ops k_gemm_ops;
 
 typedef struct k_ops {
     const char *name;        /* implementation, e.g. "scalar", "avx2"; NULL = unsupported */
     uint32_t atype;          /* activation format (q_vec_dot_type(wtype)) */
     k_vec_dot_fn vec_dot;
     k_quantize_fn quantize;  /* converts activations to atype */
+    k_vec_dot4_fn vec_dot4;  /* optional (NULL): 4 rows per call for M == 1 */
 } k_ops;
 
 typedef enum k_isa {
@@ -42,6 +49,9 @@ typedef enum k_isa {
 typedef struct k_kernels {
     k_isa isa;                  /* what was selected */
     k_ops ops[ND_TYPE_COUNT];   /* by weight type */
+    /* blocked matmul for M > 1 by weight type (gemm helper, kernels/gemm.h); NULL = the
+     * vec_dot per (row, token) path. Uses ops[t].quantize and ops[t].atype. */
+    const k_gemm_ops *gemm[ND_TYPE_COUNT];
 } k_kernels;
 
 /* Fill k with the scalar entries, then with the best ISA <= want the CPU supports. */

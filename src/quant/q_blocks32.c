@@ -168,6 +168,53 @@ void q_quant_q8_1(const float *x, q_block_q8_1 *y, int64_t nb) {
     }
 }
 
+/* ================================================================ activation quantize */
+
+/* Q8_0 / Q8_1 activations as llama.cpp's CPU backend quantizes them at run time on x86
+ * (quantize_row_q8_0 / quantize_row_q8_1 and the repacked-path ggml_quantize_mat_q8_0_4x8,
+ * AVX2 builds): d = amax/127 as the reference, but the inverse scale is 127/amax (not
+ * 1/d, which can differ by an ulp) and x*id rounds to nearest EVEN (vroundps + vcvtps2dq),
+ * not half away from zero. Q8_1's s = fp16(d * sum(q)) as the reference.
+ * Safety: a block with amax < ~3.7e-37 has an infinite 127/amax; every x*id that is not a
+ * finite value within [-127.5, 127.5] (inf, NaN from 0*inf or non-finite inputs) gives 0,
+ * so such blocks quantize to zero (llama.cpp casts these to int8: undefined there). The
+ * SIMD quantizers in kernels/x86 apply the same rule. */
+static inline int8_t q_act_round(float v) {
+    if (!(fabsf(v) <= 127.5f)) return 0;
+    const int r = q_nearest_int(v); /* ties to even, exact for |v| <= 2^22 */
+    return (int8_t)(r > 127 ? 127 : r < -127 ? -127 : r);
+}
+
+static inline float q_act_block32(const float *x, int8_t *qs, int *sum) {
+    float amax = 0.0f;
+    for (int j = 0; j < Q_QK; j++) amax = amax > fabsf(x[j]) ? amax : fabsf(x[j]);
+    const float d = amax / 127.f;
+    const float id = amax != 0.f ? 127.f / amax : 0.0f;
+    int s = 0;
+    for (int j = 0; j < Q_QK; j++) {
+        qs[j] = q_act_round(x[j] * id);
+        s += qs[j];
+    }
+    *sum = s;
+    return d;
+}
+
+void q_quant_act_q8_0(const float *x, q_block_q8_0 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += Q_QK) {
+        int sum;
+        y[i].d = q_f2h(q_act_block32(x, y[i].qs, &sum));
+    }
+}
+
+void q_quant_act_q8_1(const float *x, q_block_q8_1 *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += Q_QK) {
+        int sum;
+        const float d = q_act_block32(x, y[i].qs, &sum);
+        y[i].d = q_f2h(d);
+        y[i].s = q_f2h(d * (float)sum);
+    }
+}
+
 /* ================================================================ imatrix quantize */
 
 /* Per-element weights of one block: imatrix * sqrt(sigma^2 + x^2). */

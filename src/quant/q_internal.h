@@ -51,6 +51,9 @@ void q_quant_q5_0(const float *x, q_block_q5_0 *y, int64_t nb);
 void q_quant_q5_1(const float *x, q_block_q5_1 *y, int64_t nb);
 void q_quant_q8_0(const float *x, q_block_q8_0 *y, int64_t nb);
 void q_quant_q8_1(const float *x, q_block_q8_1 *y, int64_t nb);
+/* activation variants: llama.cpp's x86 runtime quantizers (see q_blocks32.c) */
+void q_quant_act_q8_0(const float *x, q_block_q8_0 *y, int64_t nb);
+void q_quant_act_q8_1(const float *x, q_block_q8_1 *y, int64_t nb);
 /* imatrix variants: one row of n = 32*nb elements, qw has n weights */
 void q_quant_q4_0_imat(const float *x, q_block_q4_0 *y, int64_t nb, const float *qw);
 void q_quant_q4_1_imat(const float *x, q_block_q4_1 *y, int64_t nb, const float *qw);

@@ -317,10 +317,14 @@ void q_quant_q8_K(const float *x, q_block_q8_K *y, int64_t nb) {
             memset(&y[i], 0, sizeof y[i]); /* llama.cpp leaves bsums unset here; we zero them */
             continue;
         }
-        /* -127 (not -128) so that |q| <= 127 and SIMD can use sign tricks */
+        /* -127 (not -128) so that |q| <= 127 and SIMD can use sign tricks. For amax below
+         * ~3.7e-37 iscale is infinite (llama.cpp then rounds inf/NaN: garbage); a product
+         * that is not finite within [-127.5, 127.5] gives 0, so such blocks quantize to
+         * zero. Finite scales never reach that bound: bytes equal the reference's. */
         const float iscale = -127.f / max;
         for (int j = 0; j < Q_QK_K; ++j) {
-            int v = q_nearest_int(iscale * x[j]);
+            const float p = iscale * x[j];
+            int v = fabsf(p) <= 127.5f ? q_nearest_int(p) : 0;
             y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
         }
         for (int j = 0; j < Q_QK_K / 16; ++j) {

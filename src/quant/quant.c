@@ -191,8 +191,15 @@ uint32_t q_vec_dot_type(uint32_t wtype) {
 int q_quantize_act(uint32_t atype, const float *x, void *dst, int64_t n) {
     switch (atype) {
     case ND_TYPE_F32: case ND_TYPE_F16: case ND_TYPE_BF16:
-    case ND_TYPE_Q8_0: case ND_TYPE_Q8_1: case ND_TYPE_Q8_K:
+    case ND_TYPE_Q8_K:
         return q_quantize_row(atype, x, dst, n);
+    case ND_TYPE_Q8_0: case ND_TYPE_Q8_1: {
+        int rc = q_check(atype, n);
+        if (rc) return rc;
+        if (atype == ND_TYPE_Q8_0) q_quant_act_q8_0(x, dst, n / Q_QK);
+        else q_quant_act_q8_1(x, dst, n / Q_QK);
+        return 0;
+    }
     default:
         return ND_EUNSUPPORTED;
     }

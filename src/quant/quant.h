@@ -201,8 +201,12 @@ int q_quantize_row_imat(uint32_t type, const float *src, void *dst, int64_t n,
  * UINT32_MAX if wtype is not a weight type. */
 uint32_t q_vec_dot_type(uint32_t wtype);
 
-/* Quantize/convert an activation row to atype (F32: copy, F16/BF16: convert, Q8_0, Q8_1,
- * Q8_K: llama.cpp's reference quantizers). Same errors as q_quantize_row. */
+/* Quantize/convert an activation row to atype as llama.cpp's CPU backend does at run time
+ * on x86 (what its logits were computed with): F32 copy; F16/BF16 nearest-even; Q8_0 and
+ * Q8_1 with quantize_row_q8_0/q8_1's AVX2 arithmetic (inverse scale 127/amax, ties to
+ * even — NOT the *_ref rules q_quantize_row keeps for files); Q8_K as the reference
+ * (llama.cpp's x86 quantize_row_q8_K is the reference). Blocks whose max |x| is below
+ * ~3.7e-37 (infinite inverse scale) quantize to zero. Same errors as q_quantize_row. */
 int q_quantize_act(uint32_t atype, const float *x, void *dst, int64_t n);
 
 /* 0 if q_vec_dot(wtype, .., atype, .., n) is a valid call, else ND_EINVAL /

@@ -186,8 +186,12 @@ static int64_t nucleus(const smp_cand *c, int64_t n, float top_p, bool *complete
     return n;
 }
 
-int32_t smp_sample(smp_chain *s, const float *logits) {
+/* Runs the stages on logits and leaves the candidates the draw chooses from in
+ * s->cand[0..n) with their probabilities; returns n. *draw is false when there is nothing
+ * to draw (greedy, or every logit -inf): then s->cand[0] is the token. */
+static int64_t chain_dist(smp_chain *s, const float *logits, bool *draw) {
     const smp_params *p = &s->p;
+    *draw = false;
     int64_t n = s->n_vocab;
     for (int64_t i = 0; i < n; i++) {
         float l = logits[i];
@@ -200,7 +204,9 @@ int32_t smp_sample(smp_chain *s, const float *logits) {
         int64_t best = 0;
         for (int64_t i = 1; i < n; i++)
             if (s->cand[i].logit > s->cand[best].logit) best = i;
-        return s->cand[best].id;
+        s->cand[0] = s->cand[best];
+        s->cand[0].p = 1;
+        return 1;
     }
     smp_cand *c = s->cand;
     if (p->top_k > 0 && p->top_k < n) { /* top-k: keep the k largest */
@@ -211,7 +217,10 @@ int32_t smp_sample(smp_chain *s, const float *logits) {
      * all n when the nucleus does not fit in it. */
     int64_t head = n < 256 ? n : 256;
     sort_head(c, n, head);
-    if (!isfinite(c[0].logit)) return c[0].id; /* everything is -inf: nothing to draw */
+    if (!isfinite(c[0].logit)) { /* everything is -inf: nothing to draw */
+        c[0].p = 1;
+        return 1;
+    }
     if (p->top_p < 1) {
         double sum = 0, cum = 0;
         for (int64_t i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
@@ -238,10 +247,29 @@ int32_t smp_sample(smp_chain *s, const float *logits) {
         n = keep;
     }
     softmax(c, n, p->temp);
+    *draw = true;
+    return n;
+}
+
+int32_t smp_sample(smp_chain *s, const float *logits) {
+    bool draw;
+    int64_t n = chain_dist(s, logits, &draw);
+    const smp_cand *c = s->cand;
+    if (!draw) return c[0].id;
     double u = smp_rng_uniform(&s->rng), cum = 0;
     for (int64_t i = 0; i < n; i++) {
         cum += c[i].p;
         if (u < cum) return c[i].id;
     }
     return c[n - 1].id;
+}
+
+int64_t smp_dist(smp_chain *s, const float *logits, int32_t *ids, float *probs) {
+    bool draw;
+    int64_t n = chain_dist(s, logits, &draw);
+    for (int64_t i = 0; i < n; i++) {
+        ids[i] = s->cand[i].id;
+        probs[i] = s->cand[i].p;
+    }
+    return n;
 }

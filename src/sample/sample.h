@@ -45,6 +45,11 @@ void smp_free(smp_chain *s);
 /* Picks a token from logits[n_vocab] (not modified). Non-finite logits are treated as
  * -inf; if every logit is -inf/NaN the result is token 0. */
 int32_t smp_sample(smp_chain *s, const float *logits);
+/* The distribution smp_sample draws from for these logits (penalties, truncation and
+ * temperature applied): writes n >= 1 pairs (ids[i], probs[i]), probabilities summing to 1,
+ * and returns n. ids and probs need room for n_vocab entries. Greedy (temp <= 0) gives the
+ * argmax with probability 1. Consumes no randomness (speculative decoding draws itself). */
+int64_t smp_dist(smp_chain *s, const float *logits, int32_t *ids, float *probs);
 /* Records a token as part of the sequence (for the penalty window). Out-of-range ids are
  * ignored. */
 void smp_accept(smp_chain *s, int32_t token);

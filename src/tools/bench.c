@@ -19,6 +19,7 @@
 
 #include "core/sha256.h"
 #include "model/model.h"
+#include "tools/gen.h"
 #include "tools/eval.h"
 #include "tools/tools.h"
 
@@ -190,7 +191,160 @@ done:
 static void usage(FILE *f) {
     fprintf(f, "usage: nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-o md|csv|json|jsonl]\n"
                "  -p, -n, -t take comma-separated lists (e.g. -t 1,2); -p 0 / -n 0 skip a test\n"
-               "  --kv f16|f32   KV cache type (default f16)\n");
+               "  --kv f16|f32   KV cache type (default f16)\n"
+               "speculative decoding (greedy generation of -n tokens after a prompt, plain vs speculative):\n"
+               "  --draft FILE | --spec ngram   [--draft-max N] [--draft-min N] [--draft-p-min P] [--draft-fixed]\n"
+               "  [--draft-threads N] [--ngram-min N] [--ngram-max N]   as for nindub run\n"
+               "  -f FILE        prompt text (default: a built-in paragraph)\n");
+}
+
+/* ------------------------------------------------------ speculative */
+
+static const char default_prompt[] =
+    "Speculative decoding lets a small model guess the next few tokens and the large model check "
+    "all of them in a single pass. When the guesses are right, several tokens come out of one "
+    "pass of the large model; when they are wrong, the cost is one wasted guess.";
+
+typedef struct spec_run {
+    double tps[64];
+    int n;
+    uint64_t checksum; /* FNV-1a of the generated text of the last repetition */
+} spec_run;
+
+static uint64_t fnv1a(const char *p, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* One greedy generation after the prompt from an empty cache; decode tokens/s as `run`
+ * reports it (the steps after the first token). */
+static int spec_gen_once(gen_session *s, const gen_opts *o, const int32_t *ids, size_t n_ids, FILE *sink,
+                         double *tps, uint64_t *sum, nd_err *err) {
+    int32_t *kv = NULL;
+    size_t n_kv = 0;
+    nd_buf text = {0};
+    int rc = model_forward(s->ctx, ids, (int)n_ids, 0, s->logits, MODEL_LOGITS_LAST, err);
+    smp_reset(s->smp);
+    for (size_t i = 0; !rc && i < n_ids; i++) {
+        smp_accept(s->smp, ids[i]);
+        if (gen_kv_push(&kv, &n_kv, ids[i])) rc = nd_seterr(err, ND_ENOMEM, "out of memory");
+    }
+    int64_t pos = (int64_t)n_ids;
+    gen_result r;
+    if (!rc) rc = gen_generate(s, o, &pos, NULL, sink, &text, &kv, &n_kv, &r, err);
+    if (!rc) {
+        *tps = r.n_gen > 1 && r.t_total > r.t_first ? (r.n_gen - 1) / (r.t_total - r.t_first) : 0;
+        *sum = fnv1a(text.data ? text.data : "", text.len);
+    }
+    nd_free(kv);
+    nd_buf_free(&text);
+    return rc;
+}
+
+static void spec_summary(const spec_run *r, double *avg, double *lo, double *hi) {
+    double sum = 0;
+    *lo = *hi = r->n ? r->tps[0] : 0;
+    for (int i = 0; i < r->n; i++) {
+        sum += r->tps[i];
+        if (r->tps[i] < *lo) *lo = r->tps[i];
+        if (r->tps[i] > *hi) *hi = r->tps[i];
+    }
+    *avg = r->n ? sum / r->n : 0;
+}
+
+/* nindub bench --draft / --spec: plain and speculative generation alternate, reps times
+ * after a warm-up of each; prints tokens/s (mean, range), acceptance and the model's
+ * predicted speedup beside the measured one. */
+static int bench_spec(gen_opts *o, const char *prompt_file, int reps, const char *fmt) {
+    nd_err err = {0};
+    gen_session s = {0};
+    char *file_text = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    FILE *sink = fopen("/dev/null", "w");
+    spec_run runs[2] = {{{0}, 0, 0}, {{0}, 0, 0}};
+    int rc = 1;
+    o->sp.temp = 0;
+    o->seed_set = true;
+    gen_opts_finish(o);
+    if (!sink) {
+        nd_seterr(&err, ND_EIO, "cannot open /dev/null");
+        goto done;
+    }
+    if (prompt_file && nd_read_file(prompt_file, &file_text, NULL, &err)) goto done;
+    const char *prompt = file_text ? file_text : default_prompt;
+    if (gen_open(&s, o, &err)) goto done;
+    if (tok_encode(s.vocab, prompt, strlen(prompt), true, true, &ids, &n_ids, &err)) goto done;
+    if (!n_ids || (int64_t)(n_ids + (size_t)o->n_predict) >= model_ctx_n_ctx(s.ctx)) {
+        nd_seterr(&err, ND_ERANGE, "prompt (%zu tokens) + -n %d do not fit the context (%lld)", n_ids, o->n_predict,
+                  (long long)model_ctx_n_ctx(s.ctx));
+        goto done;
+    }
+    spec_seq *spec = s.spec;
+    spec_stats st = {0};
+    for (int rep = -1; rep < reps; rep++) {
+        for (int mode = 0; mode < 2; mode++) {
+            double tps;
+            uint64_t sum;
+            s.spec = mode ? spec : NULL;
+            if (mode) spec_seq_reset_stats(spec);
+            int e = spec_gen_once(&s, o, ids, n_ids, sink, &tps, &sum, &err);
+            s.spec = spec;
+            if (e) goto done;
+            if (rep < 0) continue;
+            runs[mode].tps[runs[mode].n++] = tps;
+            runs[mode].checksum = sum;
+            if (mode) { /* accumulate the figures of the timed repetitions */
+                const spec_stats *x = spec_seq_stats(spec);
+                st.n_steps += x->n_steps, st.n_draft_steps += x->n_draft_steps, st.n_drafted += x->n_drafted;
+                st.n_accepted += x->n_accepted, st.n_tried += x->n_tried, st.n_out += x->n_out;
+                st.t_draft += x->t_draft, st.t_target += x->t_target, st.t_target1 = x->t_target1;
+            }
+        }
+    }
+    double pa, plo, phi, sa, slo, shi;
+    spec_summary(&runs[0], &pa, &plo, &phi);
+    spec_summary(&runs[1], &sa, &slo, &shi);
+    double a = st.n_tried ? (double)st.n_accepted / (double)st.n_tried : 0;
+    double k = st.n_draft_steps ? (double)st.n_drafted / (double)st.n_draft_steps : 0;
+    double c = st.n_drafted && st.t_target1 > 0 ? st.t_draft / (double)st.n_drafted / st.t_target1 : 0;
+    double acc = st.n_drafted ? (double)st.n_accepted / (double)st.n_drafted : 0;
+    double drafted_share = st.n_steps ? (double)st.n_draft_steps / (double)st.n_steps : 0;
+    bool same = runs[0].checksum == runs[1].checksum;
+    const char *kind = o->spec.kind == SPEC_NGRAM ? "ngram" : o->draft;
+    if (!strcmp(fmt, "json") || !strcmp(fmt, "jsonl")) {
+        printf("{\"model\": \"%s\", \"drafter\": \"%s\", \"n_prompt\": %zu, \"n_gen\": %d, \"n_threads\": %d, "
+               "\"plain_ts\": %.4f, \"plain_min\": %.4f, \"plain_max\": %.4f, \"spec_ts\": %.4f, \"spec_min\": %.4f, "
+               "\"spec_max\": %.4f, \"speedup\": %.4f, \"drafted\": %lld, \"accepted\": %lld, \"acceptance\": %.4f, "
+               "\"alpha\": %.4f, \"k\": %.3f, \"c\": %.4f, \"drafted_steps\": %.4f, \"predicted_speedup\": %.4f, "
+               "\"identical\": %s, \"build_commit\": \"%s\"}\n",
+               o->model, kind, n_ids, o->n_predict, model_ctx_n_threads(s.ctx), pa, plo, phi, sa, slo, shi,
+               pa > 0 ? sa / pa : 0, (long long)st.n_drafted, (long long)st.n_accepted, acc, a, k, c, drafted_share,
+               spec_expected_speedup(a, k, c), same ? "true" : "false", ND_GIT_REV);
+    } else {
+        printf("| model | drafter | threads | plain t/s | speculative t/s | speedup | drafted | accepted | a | k | c | "
+               "predicted | same output |\n"
+               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+               "| %s | %s | %d | %.2f (%.2f-%.2f) | %.2f (%.2f-%.2f) | %.2fx | %lld | %lld (%.1f%%) | %.3f | %.2f | %.3f | "
+               "%.2fx | %s |\n",
+               o->model, kind, model_ctx_n_threads(s.ctx), pa, plo, phi, sa, slo, shi, pa > 0 ? sa / pa : 0,
+               (long long)st.n_drafted, (long long)st.n_accepted, 100 * acc, a, k, c, spec_expected_speedup(a, k, c),
+               same ? "yes" : "NO");
+        printf("\n%zu prompt tokens, %d generated, %d repetitions; a = per-token acceptance, k = mean draft length "
+               "(%.0f%% of steps drafted), c = draft cost per token / target step; predicted = "
+               "(1-a^(k+1))/((1-a)(kc+1)) for the drafted steps\n",
+               n_ids, o->n_predict, reps, 100 * drafted_share);
+    }
+    rc = same ? 0 : 1;
+    if (!same) fprintf(stderr, "nindub bench: speculative output differs from plain greedy output\n");
+done:
+    if (rc && err.msg[0]) fprintf(stderr, "nindub bench: %s\n", err.msg);
+    if (sink) fclose(sink);
+    nd_free(ids);
+    nd_free(file_text);
+    if (s.g || s.m) gen_close(&s);
+    return rc;
 }
 
 static void model_type_str(const model_t *m, const char *file_type, char *out, size_t cap) {
@@ -217,10 +371,18 @@ int tool_bench(int argc, char **argv) {
     long reps = 5;
     uint32_t kv = ND_TYPE_F16;
     th.v[0] = nd_pool_default_threads();
+    gen_opts go; /* the speculative options, parsed as `run` does */
+    gen_opts_init(&go);
+    const char *prompt_file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
+        if (!strncmp(a, "--draft", 7) || !strncmp(a, "--spec", 6) || !strncmp(a, "--ngram-", 8)) {
+            if (gen_opts_parse(&go, "bench", argc, argv, &i) != 1) return 2;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "-f") && has) prompt_file = argv[++i];
         else if (!strcmp(a, "-m") && has) path = argv[++i];
         else if (!strcmp(a, "-o") && has) fmt = argv[++i];
         else if (!strcmp(a, "-p") && has) { if (parse_list(argv[++i], &pp, 0, 1 << 20)) goto bad; }
@@ -245,6 +407,14 @@ int tool_bench(int argc, char **argv) {
     if (!path || (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json") && strcmp(fmt, "jsonl"))) {
         usage(stderr);
         return 2;
+    }
+    if (go.spec.kind != SPEC_NONE || go.spec_flags) {
+        go.model = path;
+        go.kv_type = kv;
+        go.n_threads = (int)th.v[0];
+        go.n_predict = (int)tg.v[0];
+        go.n_ctx = 4096;
+        return bench_spec(&go, prompt_file, (int)reps, fmt);
     }
     nd_err err = {0};
     model_t *m = model_load(path, &err);

@@ -12,6 +12,9 @@ void gen_opts_init(gen_opts *o) {
     o->n_predict = 128;
     o->kv_type = ND_TYPE_F16;
     o->sp = smp_default_params();
+    o->spec = spec_default_params(SPEC_NONE);
+    o->spec.draft_max = -1; /* -1 / negative: the drafter's default (gen_opts_finish) */
+    o->spec.p_min = -1;
 }
 
 void gen_opts_usage(FILE *f) {
@@ -29,7 +32,17 @@ void gen_opts_usage(FILE *f) {
                "  --seed S             RNG seed (default: random, printed with -v)\n"
                "  --stop STR           stop when the output contains STR (repeatable)\n"
                "  --kv f16|f32         KV cache type (default f16)\n"
-               "  -v                   print model and sampling details to stderr\n");
+               "  -v                   print model and sampling details to stderr\n"
+               "speculative decoding (same output under --temp 0, same distribution when sampling):\n"
+               "  --draft FILE         draft model with the same vocabulary (e.g. a smaller or more quantized one)\n"
+               "  --spec ngram         draft from earlier text (prompt lookup); no second model\n"
+               "  --draft-max N        longest draft (default 8; ngram 16; at most 32)\n"
+               "  --draft-min N        drop drafts shorter than N (default 0)\n"
+               "  --draft-p-min P      stop drafting when the draft model's top probability < P (default 0.3)\n"
+               "  --draft-fixed        always draft up to --draft-max (default: adapt the length to the\n"
+               "                       measured acceptance rate and costs)\n"
+               "  --draft-threads N    threads of the draft model (default: as -t)\n"
+               "  --ngram-min N, --ngram-max N   suffix lengths the lookup matches (default 2, 4)\n");
 }
 
 static int num(const char *tool, const char *flag, const char *s, double lo, double hi, double *out) {
@@ -50,9 +63,16 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
         o->verbose = true;
         return 1;
     }
+    if (!strcmp(a, "--draft-fixed")) {
+        o->spec.adaptive = false;
+        o->spec_flags = true;
+        return 1;
+    }
     static const char *const with_value[] = {"-m", "-n", "-t", "-c", "--temp", "--top-k", "--top-p", "--min-p",
                                              "--repeat-penalty", "--repeat-last-n", "--frequency-penalty",
-                                             "--presence-penalty", "--seed", "--stop", "--kv"};
+                                             "--presence-penalty", "--seed", "--stop", "--kv", "--draft", "--spec",
+                                             "--draft-max", "--draft-min", "--draft-p-min", "--draft-threads",
+                                             "--ngram-min", "--ngram-max"};
     bool ours = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) ours |= !strcmp(a, with_value[k]);
     if (!ours) return 0;
@@ -91,6 +111,26 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
             return -1;
         }
         o->stops[o->n_stops++] = v;
+    } else if (!strcmp(a, "--draft") || !strcmp(a, "--spec")) {
+        spec_kind k = a[2] == 'd' ? SPEC_DRAFT : SPEC_NGRAM;
+        if (k == SPEC_NGRAM && strcmp(v, "ngram")) {
+            fprintf(stderr, "nindub %s: --spec expects ngram (a draft model is --draft FILE)\n", tool);
+            return -1;
+        }
+        if (o->spec.kind != SPEC_NONE && o->spec.kind != k) {
+            fprintf(stderr, "nindub %s: --draft and --spec ngram exclude each other\n", tool);
+            return -1;
+        }
+        o->spec.kind = k;
+        if (k == SPEC_DRAFT) o->draft = v;
+    } else if (!strncmp(a, "--draft-", 8) || !strncmp(a, "--ngram-", 8)) {
+        o->spec_flags = true;
+        if (!strcmp(a, "--draft-max")) { NUM(1, SPEC_MAX_DRAFT); o->spec.draft_max = (int)x; }
+        else if (!strcmp(a, "--draft-min")) { NUM(0, SPEC_MAX_DRAFT); o->spec.draft_min = (int)x; }
+        else if (!strcmp(a, "--draft-p-min")) { NUM(0, 1); o->spec.p_min = (float)x; }
+        else if (!strcmp(a, "--draft-threads")) { NUM(1, ND_POOL_MAX_THREADS); o->spec.draft_threads = (int)x; }
+        else if (!strcmp(a, "--ngram-min")) { NUM(1, 16); o->spec.ngram_min = (int)x; }
+        else { NUM(1, 16); o->spec.ngram_max = (int)x; }
     } else if (!strcmp(a, "--kv")) {
         if (!strcmp(v, "f16")) o->kv_type = ND_TYPE_F16;
         else if (!strcmp(v, "f32")) o->kv_type = ND_TYPE_F32;
@@ -105,6 +145,24 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
 
 void gen_opts_finish(gen_opts *o) {
     if (!o->seed_set) o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    spec_params d = spec_default_params(o->spec.kind == SPEC_NONE ? SPEC_DRAFT : o->spec.kind);
+    if (o->spec.draft_max < 0) o->spec.draft_max = d.draft_max;
+    if (o->spec.p_min < 0) o->spec.p_min = d.p_min;
+}
+
+/* The speculative part of gen_open: the draft model and the sequence state. */
+static int open_spec(gen_session *s, const gen_opts *o, nd_err *err) {
+    if (o->spec.kind == SPEC_NONE)
+        return o->spec_flags ? nd_seterr(err, ND_EINVAL, "--draft-* / --ngram-* options need --draft FILE or --spec ngram") : 0;
+    if (o->spec.draft_min > o->spec.draft_max)
+        return nd_seterr(err, ND_EINVAL, "--draft-min %d is larger than --draft-max %d", o->spec.draft_min, o->spec.draft_max);
+    if (o->spec.kind == SPEC_DRAFT && !(s->draft = spec_draft_model_load(o->draft, s->vocab, s->m->hp.n_vocab, err)))
+        return err->code;
+    spec_params p = o->spec;
+    p.n_ctx = model_ctx_n_ctx(s->ctx);
+    if (!p.draft_threads) p.draft_threads = o->n_threads;
+    if (!(s->spec = spec_seq_new(&p, s->draft, &o->sp, s->m->hp.n_vocab, err))) return err->code;
+    return 0;
 }
 
 int gen_open(gen_session *s, const gen_opts *o, nd_err *err) {
@@ -123,10 +181,12 @@ int gen_open(gen_session *s, const gen_opts *o, nd_err *err) {
     if (!(s->smp = smp_new(&o->sp, s->m->hp.n_vocab, err))) return err->code;
     if (!(s->logits = nd_malloc((size_t)s->m->hp.n_vocab * sizeof(float))))
         return nd_seterr(err, ND_ENOMEM, "out of memory for logits");
-    return 0;
+    return open_spec(s, o, err);
 }
 
 void gen_close(gen_session *s) {
+    spec_seq_free(s->spec);
+    spec_draft_model_free(s->draft);
     nd_free(s->logits);
     smp_free(s->smp);
     model_ctx_free(s->ctx);
@@ -155,7 +215,7 @@ static long find_stop(const gen_opts *o, const nd_buf *gen, size_t from, size_t 
     return -1;
 }
 
-static int kv_push(int32_t **kv, size_t *n, int32_t t) {
+int gen_kv_push(int32_t **kv, size_t *n, int32_t t) {
     if ((*n & (*n - 1)) == 0 || *n == 0) { /* grow at powers of two */
         int32_t *p = nd_realloc(*kv, (*n ? 2 * *n : 64) * sizeof *p);
         if (!p) return ND_ENOMEM;
@@ -165,15 +225,97 @@ static int kv_push(int32_t **kv, size_t *n, int32_t t) {
     return 0;
 }
 
+/* The text side of generation: detokenizes, holds back what a stop string may still
+ * claim, prints the rest. */
+typedef struct emitter {
+    const gen_opts *o;
+    FILE *out;
+    nd_buf *text;
+    size_t base, printed;
+    tok_stream ts;
+} emitter;
+
+/* Appends token t (not EOG) to the output. Returns 1 when a stop string ended it, 0 to
+ * go on, or a negative error. */
+static int emit(emitter *e, int32_t t, nd_err *err) {
+    nd_buf *text = e->text;
+    size_t before = text->len, safe;
+    int rc = tok_stream_push(&e->ts, t, text, err);
+    if (rc) return rc;
+    size_t from = before > e->base + 256 ? before - 256 : e->base; /* a stop string may straddle tokens */
+    nd_buf view = {text->data + e->base, text->len - e->base, 0};
+    long at = find_stop(e->o, &view, from - e->base, &safe);
+    if (at >= 0) {
+        size_t end = e->base + (size_t)at;
+        if (end > e->printed) fwrite(text->data + e->printed, 1, end - e->printed, e->out);
+        text->len = end;
+        text->data[end] = 0;
+        e->printed = end;
+        return 1;
+    }
+    if (e->base + safe > e->printed) {
+        fwrite(text->data + e->printed, 1, e->base + safe - e->printed, e->out);
+        fflush(e->out);
+        e->printed = e->base + safe;
+    }
+    return 0;
+}
+
+/* Takes token t as the next one of the output: EOG, a stop string or n_predict end the
+ * generation (returns 1, r->why set), else 0; negative on error. */
+static int take(gen_session *s, const gen_opts *o, emitter *e, int32_t t, gen_result *r, nd_err *err) {
+    if (tok_is_eog(s->vocab, t)) {
+        r->why = "end of generation";
+        return 1;
+    }
+    r->n_gen++;
+    if (!s->spec) smp_accept(s->smp, t); /* spec_verify has accepted it already */
+    int rc = emit(e, t, err);
+    if (rc == 1) r->why = "stop string";
+    if (rc) return rc;
+    return r->n_gen == o->n_predict;
+}
+
+/* Speculative generation after the first token t (already taken, pending at *pos): each
+ * step runs the pending token and a draft in one target pass; the tokens it returns are
+ * taken one by one, each after the one before it entered the cache. */
+static int generate_spec(gen_session *s, const gen_opts *o, int32_t t, int64_t *pos, volatile sig_atomic_t *interrupt,
+                         emitter *e, int32_t **kv, size_t *n_kv, gen_result *r, nd_err *err) {
+    if (!kv || (int64_t)*n_kv != *pos)
+        return nd_seterr(err, ND_EINVAL, "speculative decoding needs the %lld tokens of the cache", (long long)*pos);
+    int rc = gen_kv_push(kv, n_kv, t);
+    if (!rc) rc = spec_seq_begin(s->spec, *kv, *n_kv, err);
+    (*n_kv)--; /* t is pending, not in the cache yet */
+    if (rc) return rc == ND_ENOMEM ? nd_seterr(err, rc, "out of memory") : rc;
+    int32_t out[SPEC_MAX_DRAFT + 1];
+    for (;;) {
+        if (interrupt && *interrupt) {
+            r->why = "interrupted";
+            return 0;
+        }
+        if (*pos >= model_ctx_n_ctx(s->ctx)) {
+            r->why = "context full";
+            return 0;
+        }
+        int n_out;
+        if ((rc = spec_step(s->spec, s->ctx, s->smp, o->n_predict - r->n_gen, out, &n_out, err))) return rc;
+        for (int j = 0; j < n_out; j++) {
+            if ((rc = gen_kv_push(kv, n_kv, t))) return nd_seterr(err, rc, "out of memory");
+            (*pos)++;
+            t = out[j];
+            if ((rc = take(s, o, e, t, r, err))) return rc < 0 ? rc : 0;
+        }
+    }
+}
+
 int gen_generate(gen_session *s, const gen_opts *o, int64_t *pos, volatile sig_atomic_t *interrupt,
                  FILE *out, nd_buf *text, int32_t **kv, size_t *n_kv, gen_result *r, nd_err *err) {
     memset(r, 0, sizeof *r);
     r->why = "max tokens";
     double t0 = nd_time_s();
-    size_t base = text->len, printed = text->len;
-    tok_stream ts;
-    tok_stream_init(&ts, s->vocab, 0);
-    int rc = 0;
+    emitter e = {.o = o, .out = out, .text = text, .base = text->len, .printed = text->len};
+    tok_stream_init(&e.ts, s->vocab, 0);
+    int rc = 0, end = 0;
     while (r->n_gen < o->n_predict) {
         if (interrupt && *interrupt) {
             r->why = "interrupted";
@@ -181,46 +323,27 @@ int gen_generate(gen_session *s, const gen_opts *o, int64_t *pos, volatile sig_a
         }
         int32_t t = smp_sample(s->smp, s->logits);
         if (r->n_gen == 0) r->t_first = nd_time_s() - t0;
-        if (tok_is_eog(s->vocab, t)) {
-            r->why = "end of generation";
+        if (s->spec && !tok_is_eog(s->vocab, t)) smp_accept(s->smp, t); /* as take() does without spec */
+        if ((end = take(s, o, &e, t, r, err))) break;
+        if (s->spec) {
+            rc = generate_spec(s, o, t, pos, interrupt, &e, kv, n_kv, r, err);
             break;
         }
-        r->n_gen++;
-        smp_accept(s->smp, t);
-        size_t before = text->len, safe;
-        if ((rc = tok_stream_push(&ts, t, text, err))) break;
-        size_t from = before > base + 256 ? before - 256 : base; /* a stop string may straddle tokens */
-        nd_buf view = {text->data + base, text->len - base, 0};
-        long at = find_stop(o, &view, from - base, &safe);
-        if (at >= 0) {
-            size_t end = base + (size_t)at;
-            if (end > printed) fwrite(text->data + printed, 1, end - printed, out);
-            text->len = end;
-            text->data[end] = 0;
-            printed = end;
-            r->why = "stop string";
-            break;
-        }
-        if (base + safe > printed) {
-            fwrite(text->data + printed, 1, base + safe - printed, out);
-            fflush(out);
-            printed = base + safe;
-        }
-        if (r->n_gen == o->n_predict) break;
         if (*pos >= model_ctx_n_ctx(s->ctx)) {
             r->why = "context full";
             break;
         }
         if ((rc = model_forward(s->ctx, &t, 1, *pos, s->logits, MODEL_LOGITS_LAST, err))) break;
         (*pos)++;
-        if (kv && (rc = kv_push(kv, n_kv, t))) {
+        if (kv && (rc = gen_kv_push(kv, n_kv, t))) {
             nd_seterr(err, rc, "out of memory");
             break;
         }
     }
+    if (end < 0) rc = end;
     if (!rc && strcmp(r->why, "stop string") != 0) {
-        rc = tok_stream_flush(&ts, text, err);
-        if (text->len > printed) fwrite(text->data + printed, 1, text->len - printed, out);
+        rc = tok_stream_flush(&e.ts, text, err);
+        if (text->len > e.printed) fwrite(text->data + e.printed, 1, text->len - e.printed, out);
     }
     fflush(out);
     r->t_total = nd_time_s() - t0;

@@ -9,6 +9,7 @@
 
 #include "model/model.h"
 #include "sample/sample.h"
+#include "spec/spec.h"
 #include "tokenizer/tok.h"
 
 #define GEN_MAX_STOPS 16
@@ -22,6 +23,10 @@ typedef struct gen_opts {
     bool seed_set, verbose;
     const char *stops[GEN_MAX_STOPS];
     int n_stops;
+    /* speculative decoding: spec.kind SPEC_NONE = plain decoding; draft = --draft FILE */
+    const char *draft;
+    spec_params spec;
+    bool spec_flags;    /* a --draft-* / --ngram-* flag was given */
 } gen_opts;
 
 void gen_opts_init(gen_opts *o);
@@ -30,7 +35,8 @@ void gen_opts_init(gen_opts *o);
  * the tool's name). */
 int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i);
 void gen_opts_usage(FILE *f);
-/* After parsing: a random seed unless --seed was given. */
+/* After parsing: a random seed unless --seed was given; the speculative defaults of the
+ * chosen drafter for the flags that were not given. */
 void gen_opts_finish(gen_opts *o);
 
 typedef struct gen_session {
@@ -40,6 +46,8 @@ typedef struct gen_session {
     model_ctx *ctx;
     smp_chain *smp;
     float *logits;       /* [n_vocab]: the prediction for the next position */
+    spec_draft_model *draft; /* --draft, or NULL */
+    spec_seq *spec;      /* speculative decoding state, or NULL (plain decoding) */
 } gen_session;
 
 int gen_open(gen_session *s, const gen_opts *o, nd_err *err);
@@ -56,8 +64,15 @@ typedef struct gen_result {
  * n_predict tokens, a full context or *interrupt != 0. Text goes to out as it becomes
  * safe to print (never a partial UTF-8 sequence, never the start of a stop string) and
  * is appended to text (without the stop string). Every token fed to the model is
- * appended to kv (the cache's contents, for prefix reuse); *pos advances. */
+ * appended to kv (the cache's contents, for prefix reuse); *pos advances.
+ * With s->spec the tokens come from speculative steps (same tokens under greedy decoding,
+ * same distribution when sampling); kv is then required and must hold the *pos tokens of
+ * the cache (the drafter continues them). The cache may hold entries past *pos after a
+ * stop (rejected or unused drafts): the next forward at *pos overwrites them. */
 int gen_generate(gen_session *s, const gen_opts *o, int64_t *pos, volatile sig_atomic_t *interrupt,
                  FILE *out, nd_buf *text, int32_t **kv, size_t *n_kv, gen_result *r, nd_err *err);
+
+/* Appends a token to a kv array grown by gen_generate (capacity: powers of two). */
+int gen_kv_push(int32_t **kv, size_t *n, int32_t t);
 
 #endif

@@ -14,6 +14,26 @@ static void usage(FILE *f) {
     gen_opts_usage(f);
 }
 
+/* The speculative figures under the timing lines, with the speedup the simple model
+ * predicts from them: a = per-token acceptance, k = mean draft length, c = cost of a
+ * drafted token / cost of a plain target step. */
+static void print_spec(const spec_seq *q, spec_kind kind) {
+    const spec_stats *st = spec_seq_stats(q);
+    double a = st->n_tried ? (double)st->n_accepted / (double)st->n_tried : 0;
+    double k = st->n_draft_steps ? (double)st->n_drafted / (double)st->n_draft_steps : 0;
+    double c = st->n_drafted && st->t_target1 > 0 ? st->t_draft / (double)st->n_drafted / st->t_target1 : 0;
+    fprintf(stderr,
+            "  speculative (%s): %lld drafted, %lld accepted (%.1f%%), acceptance rate a %.3f, "
+            "%.2f tokens per target pass\n"
+            "  %lld of %lld steps drafted: mean draft length k %.2f, mean accepted length %.2f; cost ratio c %.3f, "
+            "expected speedup of drafting steps (1-a^(k+1))/((1-a)(kc+1)) = %.2fx\n",
+            kind == SPEC_NGRAM ? "ngram" : "draft model", (long long)st->n_drafted, (long long)st->n_accepted,
+            st->n_drafted ? 100.0 * (double)st->n_accepted / (double)st->n_drafted : 0.0, a,
+            st->n_steps ? (double)st->n_out / (double)st->n_steps : 0.0, (long long)st->n_draft_steps,
+            (long long)st->n_steps, k, st->n_draft_steps ? (double)st->n_accepted / (double)st->n_draft_steps : 0.0,
+            c, spec_expected_speedup(a, k, c));
+}
+
 int tool_run(int argc, char **argv) {
     gen_opts o;
     gen_opts_init(&o);
@@ -46,8 +66,8 @@ int tool_run(int argc, char **argv) {
     gen_session s = {0};
     nd_err err = {0};
     char *file_text = NULL;
-    int32_t *ids = NULL;
-    size_t n_prompt = 0;
+    int32_t *ids = NULL, *kv = NULL;
+    size_t n_prompt = 0, n_kv = 0;
     nd_buf text = {0};
     int rc = 1;
     double t_load = nd_time_s();
@@ -78,8 +98,14 @@ int tool_run(int argc, char **argv) {
     double t_prompt = nd_time_s() - t0;
     for (size_t i = 0; i < n_prompt; i++) smp_accept(s.smp, ids[i]);
     int64_t pos = (int64_t)n_prompt;
+    /* the speculative drafter continues the tokens of the cache */
+    for (size_t i = 0; s.spec && i < n_prompt; i++)
+        if (gen_kv_push(&kv, &n_kv, ids[i])) {
+            nd_seterr(&err, ND_ENOMEM, "out of memory");
+            goto fail;
+        }
     gen_result r;
-    if (gen_generate(&s, &o, &pos, NULL, stdout, &text, NULL, NULL, &r, &err)) goto fail;
+    if (gen_generate(&s, &o, &pos, NULL, stdout, &text, s.spec ? &kv : NULL, &n_kv, &r, &err)) goto fail;
     printf("\n");
     fflush(stdout);
     /* generation speed counts the decode steps after the first token */
@@ -92,11 +118,13 @@ int tool_run(int argc, char **argv) {
             r.why, n_prompt, (double)n_prompt / t_prompt, r.n_gen,
             r.n_gen > 1 && t_dec > 0 ? (double)(r.n_gen - 1) / t_dec : 0.0, (t_prompt + r.t_first) * 1e3,
             t_prompt + r.t_total);
+    if (s.spec) print_spec(s.spec, o.spec.kind);
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "nindub run: %s\n", err.msg);
     nd_buf_free(&text);
     nd_free(ids);
+    nd_free(kv);
     nd_free(file_text);
     if (s.g || s.m) gen_close(&s);
     return rc;

@@ -19,6 +19,7 @@ int tool_perplexity(int argc, char **argv);
 int tool_bench(int argc, char **argv);
 int tool_plan(int argc, char **argv);
 int tool_chat(int argc, char **argv);
+int tool_serve(int argc, char **argv);
 int tool_imatrix(int argc, char **argv);
 int tool_compare(int argc, char **argv);
 int tool_convert_tokenizer(int argc, char **argv);

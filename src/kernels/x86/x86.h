@@ -8,8 +8,8 @@
  *
  * Semantics (same as quant/'s reference, the oracle):
  *   - activation quantizers (F32 -> Q8_0 / Q8_1 / Q8_K / F16 / BF16) write bytes identical
- *     to q_quantize_act for finite inputs (same scale arithmetic, same rounding: roundf for
- *     Q8_0/Q8_1, nearest-even for Q8_K and F16/BF16);
+ *     to q_quantize_act (llama.cpp's x86 runtime rules: same scale arithmetic, nearest-even
+ *     rounding everywhere, tiny-scale blocks to zero) for finite inputs;
  *   - integer parts of the dots are exact; only the float accumulation order differs from
  *     the reference (per-lane partial sums, FMA);
  *   - preconditions inherited from the reference's activation formats: Q8_0 / Q8_1 / Q8_K
@@ -50,6 +50,14 @@ void k_install_avx512_bf16(k_kernels *k);
 K_X86_DOTS(avx2)
 K_X86_DOTS(avx512)
 #undef K_X86_DOTS
+
+/* Decode kernels (AVX-512 VL + VNNI on 256-bit vectors): the *_r single-row dots are the
+ * installed vec_dot; dot4 computes four rows (row i at w + i*stride) into out[4], each
+ * bit-identical to the single-row entry. */
+float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n);
+float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n);
+void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
+void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
 
 /* Activation quantizers (AVX2; the AVX-512 table reuses them). Same errors as
  * q_quantize_act: ND_EINVAL if n < 0 or not a multiple of the block. */

@@ -28,29 +28,24 @@ static inline __m256i dot_s8s8(__m256i x, __m256i y) {
 
 /* ================================================================ quantizers */
 
-/* roundf(v): half away from zero, exactly as the reference's roundf (the trunc of v is
- * exact and so is v - trunc(v) for |v| < 2^23). */
-static inline __m256 round_away(__m256 v) {
-    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 sgn = _mm256_set1_ps(-0.0f);
-    const __m256 frac = _mm256_andnot_ps(sgn, _mm256_sub_ps(v, t));
-    const __m256 one = _mm256_or_ps(_mm256_and_ps(v, sgn), _mm256_set1_ps(1.0f));
-    const __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    return _mm256_add_ps(t, _mm256_and_ps(up, one));
+/* x -> int8 as q_quantize_act (llama.cpp's x86 rule): nearest even; a product that is not
+ * finite within [-127.5, 127.5] (infinite inverse scale of a tiny block, NaN) gives 0;
+ * clamped to [-127, 127]. Returns 8 int32 lanes. */
+static inline __m256i act_round(__m256 v) {
+    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+    const __m256 ok = _mm256_cmp_ps(a, _mm256_set1_ps(127.5f), _CMP_LE_OQ);
+    const __m256i r = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i c = _mm256_max_epi32(_mm256_min_epi32(r, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
+    return _mm256_and_si256(c, _mm256_castps_si256(ok));
 }
 
-/* four vectors of 8 int32 (elements 0..31 in order) -> their low bytes, in order. The low
- * byte (not saturation) is what the reference's int -> int8_t casts keep; it only matters
- * for the garbage the reference produces from infinite scales (|x| < ~4e-37 in a block). */
+/* four vectors of 8 int32 in [-127, 127] (elements 0..31 in order) -> 32 bytes in order */
 static inline __m256i pack_32(__m256i i0, __m256i i1, __m256i i2, __m256i i3) {
-    const __m256i ff = _mm256_set1_epi32(0xFF);
-    i0 = _mm256_and_si256(i0, ff), i1 = _mm256_and_si256(i1, ff);
-    i2 = _mm256_and_si256(i2, ff), i3 = _mm256_and_si256(i3, ff);
-    const __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(i0, i1), _mm256_packus_epi32(i2, i3));
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-/* One 32-block as Q8_0 / Q8_1: qs out, returns d (unrounded) and the sum of the quants. */
+/* One 32-block as Q8_0 / Q8_1: qs out, returns d = amax/127 and the sum of the quants. */
 static inline float quant_block32(const float *x, int8_t *qs, int *sum) {
     const __m256 sgn = _mm256_set1_ps(-0.0f);
     __m256 v[4];
@@ -58,11 +53,10 @@ static inline float quant_block32(const float *x, int8_t *qs, int *sum) {
     __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sgn, v[0]), _mm256_andnot_ps(sgn, v[1])),
                              _mm256_max_ps(_mm256_andnot_ps(sgn, v[2]), _mm256_andnot_ps(sgn, v[3])));
     const float amax = hmax_ps(m);
-    const float d = amax / ((1 << 7) - 1);
-    const float id = d != 0.f ? 1.0f / d : 0.0f;
-    const __m256 vid = _mm256_set1_ps(id);
+    const float d = amax / 127.f;
+    const __m256 vid = _mm256_set1_ps(amax != 0.f ? 127.f / amax : 0.0f);
     __m256i q[4];
-    for (int k = 0; k < 4; k++) q[k] = _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[k], vid)));
+    for (int k = 0; k < 4; k++) q[k] = act_round(_mm256_mul_ps(v[k], vid));
     _mm256_storeu_si256((__m256i *)qs, pack_32(q[0], q[1], q[2], q[3]));
     if (sum)
         *sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
@@ -86,13 +80,15 @@ int k_avx2_quantize_q8_1(const float *x, void *dst, int64_t n) {
         int sum;
         const float d = quant_block32(x + i * Q_QK, y[i].qs, &sum);
         y[i].d = nd_fp32_to_fp16(d);
-        y[i].s = nd_fp32_to_fp16((float)sum * d);
+        y[i].s = nd_fp32_to_fp16(d * (float)sum);
     }
     return 0;
 }
 
 /* Q8_K: d = max / -127 where max is the first element of largest |x| (sign kept), quants
- * nearest-even of x * (-127 / max) clamped to 127, bsums over 16. */
+ * nearest-even of x * (-127 / max) clamped to 127, bsums over 16 (the reference, which is
+ * also llama.cpp's x86 runtime quantizer; its 4-row ggml_quantize_mat_q8_K_4x8 differs only
+ * on sign ties of the max, with identical dot products). */
 static void quant_q8_K_block(const float *x, q_block_q8_K *y) {
     const __m256 sgn = _mm256_set1_ps(-0.0f);
     __m256 m = _mm256_setzero_ps();
@@ -114,16 +110,16 @@ static void quant_q8_K_block(const float *x, q_block_q8_K *y) {
     }
     const float iscale = -127.f / x[first];
     const __m256 vis = _mm256_set1_ps(iscale);
-    const __m256i c127 = _mm256_set1_epi32(127), mant = _mm256_set1_epi32(0x007fffff);
-    const __m256i half = _mm256_set1_epi32(0x00400000);
-    const __m256 magic = _mm256_set1_ps(12582912.f);
+    const __m256i c127 = _mm256_set1_epi32(127);
     for (int g = 0; g < Q_QK_K; g += 64) { /* 4 bsum groups at a time */
         __m256i q[8];
         for (int k = 0; k < 8; k++) {
-            /* the reference's nearest-even trick, bit for bit (also for inf / huge) */
-            const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + g + 8 * k), vis), magic);
-            const __m256i r = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(v), mant), half);
-            q[k] = _mm256_min_epi32(r, c127);
+            /* nearest even as the reference's magic-number rounding, min 127 as its MIN();
+             * the [-127.5, 127.5] guard only bites for infinite scales (tiny blocks) */
+            const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + g + 8 * k), vis);
+            const __m256 ok = _mm256_cmp_ps(_mm256_andnot_ps(sgn, v), _mm256_set1_ps(127.5f), _CMP_LE_OQ);
+            const __m256i r = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            q[k] = _mm256_and_si256(_mm256_min_epi32(r, c127), _mm256_castps_si256(ok));
         }
         const __m256i p0 = pack_32(q[0], q[1], q[2], q[3]), p1 = pack_32(q[4], q[5], q[6], q[7]);
         _mm256_storeu_si256((__m256i *)(y->qs + g), p0);
@@ -483,7 +479,15 @@ float k_avx2_dot_q2_K(const void *w, const void *a, int64_t n) {
 /* ================================================================ install */
 
 void k_install_avx2(k_kernels *k) {
-#define E(T, A, DOT, Q) k->ops[ND_TYPE_##T] = (k_ops){"avx2", ND_TYPE_##A, DOT, Q}
+#define E(T, A, DOT, Q)                                                                  \
+    do {                                                                                 \
+        k_ops *o_ = &k->ops[ND_TYPE_##T];                                                \
+        o_->name = "avx2";                                                               \
+        o_->atype = ND_TYPE_##A;                                                         \
+        o_->vec_dot = DOT;                                                               \
+        o_->quantize = Q;                                                                \
+        o_->vec_dot4 = NULL;                                                             \
+    } while (0)
     E(F32, F32, k_avx2_dot_f32, k->ops[ND_TYPE_F32].quantize);
     E(F16, F16, k_avx2_dot_f16, k_avx2_quantize_f16);
     E(BF16, BF16, k_avx2_dot_bf16, k_avx2_quantize_bf16);

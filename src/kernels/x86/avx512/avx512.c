@@ -383,6 +383,122 @@ float k_avx512_dot_q2_K(const void *w, const void *a, int64_t n) {
     return sum - summ;
 }
 
+/* ================================================================ decode: 4 rows per call */
+/* Matrix-vector products are bound by the weight stream; these kernels take four weight
+ * rows per call so the activation block, its scale and its offset correction are loaded
+ * and prepared once for four rows, and use 256-bit VNNI (vpdpbusd: one instruction for
+ * what AVX2 needs maddubs + madd for; full rate on Zen 4, which splits 512-bit ops).
+ * The single-row entries run the same code on (row, row), so a row's result never depends
+ * on which entry or which neighbours computed it (bit-identical). */
+
+#define PF_GROUPS 2 /* software prefetch distance, in 4-row groups */
+
+static inline __m256i dpbusd256(__m256i acc, __m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(acc, u, s);
+}
+
+/* sum of 4 float lanes, one fixed order */
+static inline float hsum4(__m128 v) {
+    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+    v = _mm_add_ss(v, _mm_movehdup_ps(v));
+    return _mm_cvtss_f32(v);
+}
+
+/* Q4_0: two rows per vector (row a's 16 quant bytes in the low 128 bits, row b's in the
+ * high), activation halves broadcast to both. Lane k of a half = elements 4k..4k+3 and
+ * 16+4k..16+4k+3 of the block; u8 nibbles x s8 activations, minus 8 * (their activation
+ * sum) precomputed once per block, is the exact signed block partial. */
+static inline __attribute__((always_inline)) void q4_0_rows(const q_block_q4_0 *const *r, int np,
+                                                            const q_block_q8_0 *y, int64_t nb,
+                                                            float *out) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), c8 = _mm256_set1_epi8(8), z = _mm256_setzero_si256();
+    const size_t pf_off = PF_GROUPS * 4 * (size_t)nb * sizeof(q_block_q4_0);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i ylo = _mm256_broadcastsi128_si256(loadu128(y[b].qs));
+        const __m256i yhi = _mm256_broadcastsi128_si256(loadu128(y[b].qs + 16));
+        const __m256i corr = dpbusd256(dpbusd256(z, c8, ylo), c8, yhi);
+        uint16_t dyh;
+        memcpy(&dyh, &y[b].d, 2);
+        const __m256 dy = _mm256_cvtph_ps(_mm_set1_epi16((short)dyh));
+        /* four interleaved row streams defeat the hardware prefetcher: sweep the span
+         * PF_GROUPS groups ahead (rows of a group are adjacent) at the pace we consume */
+        if (np == 2) _mm_prefetch((const char *)(r[0] + b * 4) + pf_off, _MM_HINT_T0);
+        for (int p = 0; p < np; p++) {
+            const q_block_q4_0 *xa = r[2 * p] + b, *xb = r[2 * p + 1] + b;
+            const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(loadu128(xa->qs)),
+                                                      loadu128(xb->qs), 1);
+            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            const __m256i si = _mm256_sub_epi32(dpbusd256(dpbusd256(z, lo, ylo), hi, yhi), corr);
+            uint16_t da, db;
+            memcpy(&da, &xa->d, 2);
+            memcpy(&db, &xb->d, 2);
+            const __m256 dx = _mm256_cvtph_ps(_mm_blend_epi32(_mm_set1_epi16((short)da), _mm_set1_epi16((short)db), 0xC));
+            acc[p] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(si), dy), dx, acc[p]);
+        }
+    }
+    for (int p = 0; p < np; p++) {
+        out[2 * p] = hsum4(_mm256_castps256_ps128(acc[p]));
+        out[2 * p + 1] = hsum4(_mm256_extractf128_ps(acc[p], 1));
+    }
+}
+
+float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n) {
+    const q_block_q4_0 *r[2] = {w, w};
+    float out[2];
+    q4_0_rows(r, 1, a, n / Q_QK, out);
+    return out[0];
+}
+
+void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    const uint8_t *p = w;
+    const q_block_q4_0 *r[4] = {(const void *)p, (const void *)(p + stride),
+                                (const void *)(p + 2 * stride), (const void *)(p + 3 * stride)};
+    q4_0_rows(r, 2, a, n / Q_QK, out);
+}
+
+/* Q8_0: a block is one vector; weights made unsigned by +128 (xor 0x80) so vpdpbusd takes
+ * them as the u8 operand, and 128 * (activation lane sums), shared by all rows, is taken
+ * off: exact signed block partials in 8 lanes per row. */
+static inline __attribute__((always_inline)) void q8_0_rows(const q_block_q8_0 *const *r, int nr,
+                                                            const q_block_q8_0 *y, int64_t nb,
+                                                            float *out) {
+    const __m256i c80 = _mm256_set1_epi8((char)0x80), z = _mm256_setzero_si256();
+    const size_t pf_off = PF_GROUPS * 4 * (size_t)nb * sizeof(q_block_q8_0);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i yv = loadu256(y[b].qs);
+        const __m256i corr = dpbusd256(z, c80, yv);
+        const float dy = h2f(&y[b].d);
+        if (nr == 4) {
+            const char *pf = (const char *)(r[0] + b * 4) + pf_off;
+            _mm_prefetch(pf, _MM_HINT_T0);
+            _mm_prefetch(pf + 64, _MM_HINT_T0);
+            _mm_prefetch(pf + 128, _MM_HINT_T0);
+        }
+        for (int i = 0; i < nr; i++) {
+            const __m256i wu = _mm256_xor_si256(loadu256(r[i][b].qs), c80);
+            const __m256i si = _mm256_sub_epi32(dpbusd256(z, wu, yv), corr);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(h2f(&r[i][b].d) * dy), acc[i]);
+        }
+    }
+    for (int i = 0; i < nr; i++) out[i] = hsum_ps(acc[i]);
+}
+
+float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n) {
+    const q_block_q8_0 *r[1] = {w};
+    float out[1];
+    q8_0_rows(r, 1, a, n / Q_QK, out);
+    return out[0];
+}
+
+void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    const uint8_t *p = w;
+    const q_block_q8_0 *r[4] = {(const void *)p, (const void *)(p + stride),
+                                (const void *)(p + 2 * stride), (const void *)(p + 3 * stride)};
+    q8_0_rows(r, 4, a, n / Q_QK, out);
+}
+
 /* ================================================================ install */
 
 /* Only where the AVX-512 kernel measured faster than the AVX2 one (bench_kernels, in-cache
@@ -400,7 +516,12 @@ void k_install_avx512(k_kernels *k) {
     E(F16, k_avx512_dot_f16);
     E(Q5_0, k_avx512_dot_q5_0);
     E(Q5_1, k_avx512_dot_q5_1);
+    E(Q4_0, k_avx512_dot_q4_0_r);
+    E(Q8_0, k_avx512_dot_q8_0_r);
 #undef E
+    /* decode: four rows per call (bit-identical to the single-row entries above) */
+    k->ops[ND_TYPE_Q4_0].vec_dot4 = k_avx512_dot4_q4_0;
+    k->ops[ND_TYPE_Q8_0].vec_dot4 = k_avx512_dot4_q8_0;
 }
 
 void k_install_avx512_bf16(k_kernels *k) {

@@ -1,0 +1,207 @@
+/* Tile GEMM (kernels/gemm.h) against its oracle, k_gemm_ref_tile = q_vec_dot per pair,
+ * and its gemv (decode) against the tile: bit-identical per (row, token).
+ *
+ * Tolerance: the integer part of every block dot is exact in both, only the float
+ * accumulation differs (per-block FMA vs multiply-then-add, a different order of the
+ * K-quant min term). Each output must lie within 1e-5 * sum_b |term_b| of the oracle,
+ * term_b = the reference dot of block b alone (Q4_K: |d*isum| + |dmin*summs|, whose
+ * difference is the term). One float rounding per product and per addition, ~6e-8
+ * each: 1e-5 leaves > 100x margin for rows of up to ~150 blocks.
+ */
+#include <stdint.h>
+
+#include "core/pool.h"
+#include "kernels/gemm.h"
+#include "kernels/kernels.h"
+#include "quant/quant.h"
+#include "t.h"
+
+static const uint32_t types[] = {ND_TYPE_Q8_0, ND_TYPE_Q4_0, ND_TYPE_Q5_0, ND_TYPE_Q4_K,
+                                 ND_TYPE_Q6_K};
+
+/* n rows of K random weights of type t (rows scaled differently, a few outliers) */
+static uint8_t *make_weights(uint32_t t, int64_t n, int64_t K, unsigned long long *s) {
+    size_t row = q_row_size(t, K);
+    uint8_t *w = malloc(row * (size_t)n);
+    float *x = malloc(sizeof(float) * (size_t)K);
+    for (int64_t r = 0; r < n; r++) {
+        float sc = 0.01f + (float)(t_rand_u64(s) % 100) * 0.02f;
+        for (int64_t i = 0; i < K; i++) x[i] = sc * t_rand_f(s) + (i % 97 == 5 ? 3 * sc : 0);
+        q_quantize_row(t, x, w + (size_t)r * row, K);
+    }
+    if (t == ND_TYPE_Q8_0) /* -128 is a valid weight byte (not produced by the quantizer) */
+        for (int64_t r = 0; r < n; r++) ((q_block_q8_0 *)(w + (size_t)r * row))[0].qs[3] = -128;
+    free(x);
+    return w;
+}
+
+/* M activation rows: random floats, some rows saturating to +-127 */
+static float *make_acts(int64_t M, int64_t K, unsigned long long *s) {
+    float *x = malloc(sizeof(float) * (size_t)(M * K));
+    for (int64_t i = 0; i < M * K; i++) x[i] = t_rand_f(s) * (i % 7 == 0 ? 4.0f : 1.0f);
+    for (int64_t i = 0; i < K && M > 1; i++) x[K + i] = (i & 1) ? 1.0f : -1.0f; /* all +-127 */
+    return x;
+}
+
+/* Q4_K's block term is d*isum - dmin*summs, two float products that may cancel: its
+ * rounding scales with |d*isum| + |dmin*summs| (integers as in quant/q_kdot.c). */
+static double q4k_abs_parts(const q_block_q4_K *x, const q_block_q8_K *y) {
+    const uint8_t *s = x->scales;
+    int isum = 0, summs = 0;
+    for (int j = 0; j < 8; j++) {
+        int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        int mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        int dot = 0;
+        for (int l = 0; l < 32; l++) {
+            int e = 32 * j + l, c = e / 64, q = x->qs[32 * c + l];
+            dot += (j % 2 ? q >> 4 : q & 15) * y->qs[e];
+        }
+        isum += sc * dot;
+        summs += mn * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+    }
+    return fabs((double)nd_fp16_to_fp32(x->d) * y->d * isum) +
+           fabs((double)nd_fp16_to_fp32(x->dmin) * y->d * summs);
+}
+
+/* sum over blocks of |reference dot of that block| (Q4_K: of its two parts) */
+static double abs_terms(uint32_t wt, const uint8_t *w, uint32_t at, const uint8_t *a, int64_t K) {
+    const int64_t bl = q_blck(wt);
+    const size_t wb = q_row_size(wt, bl), ab = q_row_size(at, bl);
+    double s = 0;
+    for (int64_t b = 0; b < K / bl; b++)
+        s += wt == ND_TYPE_Q4_K
+                 ? q4k_abs_parts((const q_block_q4_K *)(w + (size_t)b * wb),
+                                 (const q_block_q8_K *)(a + (size_t)b * ab))
+                 : fabs(q_vec_dot(wt, w + (size_t)b * wb, at, a + (size_t)b * ab, bl));
+    return s;
+}
+
+static void *aligned(size_t n) { return aligned_alloc(64, (n + 63) & ~(size_t)63); }
+
+/* one type, one shape: every row group through ops->tile vs the oracle */
+static int check_tiles(const k_ops *ops, const k_gemm_ops *g, uint32_t wt, int64_t N, int64_t M, int64_t K,
+                       unsigned long long *s) {
+    const size_t w_row = q_row_size(wt, K), a_row = q_row_size(ops->atype, K);
+    uint8_t *W = make_weights(wt, N, K, s);
+    float *X = make_acts(M, K, s);
+    uint8_t *A = malloc(a_row * (size_t)M);
+    for (int64_t m = 0; m < M; m++) T_CHECK(ops->quantize(X + m * K, A + (size_t)m * a_row, K) == 0);
+    size_t p_row = g->act_pack ? (g->act_size(K) + 63) & ~(size_t)63 : a_row;
+    uint8_t *P = g->act_pack ? aligned(p_row * (size_t)M) : A;
+    if (g->act_pack)
+        for (int64_t m = 0; m < M; m++) g->act_pack(A + (size_t)m * a_row, P + (size_t)m * p_row, K);
+    void *wtmp = aligned(g->w_size(K));
+    float *Y = malloc(sizeof(float) * (size_t)(M * N)), *R = malloc(sizeof(float) * (size_t)(M * N));
+    for (int64_t i = 0; i < M * N; i++) Y[i] = NAN;
+    for (int64_t n0 = 0; n0 < N; n0 += g->rows) {
+        int nr = (int)(N - n0 < g->rows ? N - n0 : g->rows);
+        g->tile(W + (size_t)n0 * w_row, w_row, nr, P, p_row, M, K, Y + n0, N, wtmp);
+        k_gemm_ref_tile(wt, W + (size_t)n0 * w_row, w_row, nr, ops->atype, A, a_row, M, K, R + n0, N);
+    }
+    /* gemv (decode) must reproduce the tile bit for bit, token by token */
+    float *y1 = malloc(sizeof(float) * (size_t)N);
+    int diff = 0;
+    for (int64_t m = 0; m < M; m++) {
+        g->gemv(W, w_row, N, P + (size_t)m * p_row, K, y1);
+        if (memcmp(y1, Y + m * N, sizeof(float) * (size_t)N) != 0 && diff++ < 3)
+            T_FAILF("%s N=%lld M=%lld K=%lld: gemv of token %lld differs from the tile",
+                    nd_type_info(wt)->name, (long long)N, (long long)M, (long long)K, (long long)m);
+    }
+    free(y1);
+    int bad = 0;
+    double worst = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double tol = 1e-5 * abs_terms(wt, W + (size_t)n * w_row, ops->atype, A + (size_t)m * a_row, K) + 1e-30;
+            double e = fabs((double)Y[m * N + n] - (double)R[m * N + n]);
+            if (e / tol > worst) worst = e / tol;
+            if (!(e <= tol) && bad++ < 3)
+                T_FAILF("%s N=%lld M=%lld K=%lld: y[%lld][%lld] = %.9g, oracle %.9g (tol %.3g)",
+                        nd_type_info(wt)->name, (long long)N, (long long)M, (long long)K,
+                        (long long)m, (long long)n, Y[m * N + n], R[m * N + n], tol);
+        }
+    if (getenv("GEMM_VERBOSE"))
+        fprintf(stderr, "  %s N=%lld M=%lld K=%lld: worst error %.3f of tolerance\n",
+                nd_type_info(wt)->name, (long long)N, (long long)M, (long long)K, worst);
+    free(W), free(X), free(A), free(wtmp), free(Y), free(R);
+    if (g->act_pack) free(P);
+    return bad;
+}
+
+static void test_tiles(void) {
+    k_kernels k;
+    k_select(&k, K_ISA_BEST);
+    int any = 0;
+    unsigned long long s = 12345;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        const k_ops *ops = &k.ops[types[i]];
+        if (!k.gemm[types[i]]) continue;
+        any = 1;
+        const int64_t bl = q_blck(types[i]);
+        const int64_t Ks[] = {bl, 2 * bl, bl == 32 ? 896 : 1024};
+        const int64_t shapes[][2] = {{16, 8}, {1, 1}, {5, 3}, {17, 9}, {40, 23}, {33, 16}};
+        for (size_t a = 0; a < 3; a++)
+            for (size_t b = 0; b < sizeof shapes / sizeof shapes[0]; b++)
+                check_tiles(ops, k.gemm[types[i]], types[i], shapes[b][0], shapes[b][1], Ks[a], &s);
+    }
+    if (!any) T_SKIP("no tile GEMM on this CPU (needs AVX-512 VNNI)");
+}
+
+/* k_matmul with the tiles (threaded, and M = 1 through the gemv) vs the oracle */
+static void test_matmul_threads(void) {
+    k_kernels k;
+    k_select(&k, K_ISA_BEST);
+    nd_err err = {0};
+    nd_pool *pool = nd_pool_new(3, &err);
+    T_CHECK(pool != NULL);
+    if (!pool) return;
+    k_scratch sc1 = {0};
+    k_env e1 = {&k, pool, &sc1};
+    unsigned long long s = 777;
+    int any = 0;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        if (!k.gemm[types[i]]) continue;
+        any = 1;
+      for (int shape = 0; shape < 4; shape++) {
+        static const int64_t shp[4][3] = {{0, 70, 37}, {256, 64, 24}, {512, 256, 24}, {256, 512, 24}};
+        const int64_t K = shp[shape][0] ? shp[shape][0] : q_blck(types[i]) == 32 ? 320 : 512;
+        const int64_t N = shp[shape][1], M = shp[shape][2];
+        uint8_t *W = make_weights(types[i], N, K, &s);
+        float *X = make_acts(M, K, &s);
+        float *Y1 = malloc(sizeof(float) * (size_t)(M * N)), *Y2 = malloc(sizeof(float) * (size_t)(M * N));
+        T_CHECK(k_matmul(&e1, types[i], W, K, N, X, M, Y1, &err) == 0);
+        /* M = 1 through k_matmul = the gemv: bit-identical to the batch */
+        for (int64_t m = 0; m < M; m += 5) {
+            T_CHECK(k_matmul(&e1, types[i], W, K, N, X + m * K, 1, Y2, &err) == 0);
+            T_CHECKF(memcmp(Y2, Y1 + m * N, sizeof(float) * (size_t)N) == 0,
+                     "%s: token %lld alone differs from the batch", nd_type_info(types[i])->name, (long long)m);
+        }
+        /* within 1e-5 * sum|terms| of the oracle */
+        const k_ops *ops = &k.ops[types[i]];
+        const size_t a_row = q_row_size(ops->atype, K), w_row = q_row_size(types[i], K);
+        uint8_t *a = malloc(a_row);
+        double worst = 0;
+        for (int64_t m = 0; m < M; m++) {
+            ops->quantize(X + m * K, a, K);
+            k_gemm_ref_tile(types[i], W, w_row, (int)N, ops->atype, a, a_row, 1, K, Y2, N);
+            for (int64_t n = 0; n < N; n++) {
+                double tol = 1e-5 * abs_terms(types[i], W + (size_t)n * w_row, ops->atype, a, K) + 1e-30;
+                worst = fmax(worst, fabs((double)Y1[m * N + n] - Y2[n]) / tol);
+            }
+        }
+        free(a);
+        T_CHECKF(worst <= 1, "%s K=%lld N=%lld M=%lld: threaded gemm vs oracle %.3g of tolerance",
+                 nd_type_info(types[i])->name, (long long)K, (long long)N, (long long)M, worst);
+        free(W), free(X), free(Y1), free(Y2);
+      }
+    }
+    k_scratch_free(&sc1);
+    nd_pool_free(pool);
+    if (!any) T_SKIP("no tile GEMM on this CPU (needs AVX-512 VNNI)");
+}
+
+int main(void) {
+    T_RUN(test_tiles);
+    T_RUN(test_matmul_threads);
+    return t_done();
+}
