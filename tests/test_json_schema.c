@@ -216,7 +216,7 @@ static void test_random_walks(void) {
         T_CHECKF(g != NULL, "schema %d", i);
         if (!g) continue;
         cJSON *schema = cJSON_Parse(k_schemas[i]);
-        int complete = 0, walks = 150;
+        int complete = 0, walks = 100;
         for (int w = 0; w < walks; w++) {
             if (!random_walk(g, &rs, 10 + (size_t)(t_rand_u64(&rs) % 60), &out)) continue;
             complete++;

@@ -406,6 +406,49 @@ static void test_quantizers_avx2(void) {
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_quantizer("avx2", q[i].atype, q[i].fn);
 }
 
+/* Decode entries: dot4 over four rows equals the single-row entry on each row, bit for
+ * bit (the matmul may use either for any row), and the single-row entry is within the
+ * derived tolerance of the reference through test_table_avx512. Rows of random bytes with
+ * finite random scales, several lengths, strides with padding between rows. */
+static void test_dot4(void) {
+    if (!cpu_has(K_ISA_AVX512)) T_SKIP("CPU lacks AVX-512 VNNI");
+    k_kernels k;
+    k_select(&k, K_ISA_AVX512);
+    unsigned long long s = 77;
+    int checked = 0;
+    for (size_t ti = 0; ti < N_WTYPES; ti++) {
+        const uint32_t wt = w_types[ti];
+        const k_ops *o = &k.ops[wt];
+        if (!o->vec_dot4) continue;
+        const int64_t lens[] = {32, 96, 896, 4864};
+        for (size_t li = 0; li < 4; li++) {
+            const int64_t n = lens[li];
+            if (n % q_blck(wt)) continue;
+            const size_t wr = q_row_size(wt, n), stride = wr + 2 * (li % 2);
+            uint8_t *w = malloc(stride * 4), *a = malloc(q_row_size(o->atype, n));
+            float *x = malloc(sizeof(float) * n);
+            for (size_t i = 0; i < stride * 4; i++) w[i] = (uint8_t)t_rand_u64(&s);
+            for (int r = 0; r < 4; r++) /* finite fp16 scales at the start of every block */
+                for (int64_t b = 0; b < n / (int64_t)q_blck(wt); b++) {
+                    uint16_t h = h_of(t_rand_f(&s) * 0.01f);
+                    memcpy(w + r * stride + b * q_block_bytes(wt), &h, 2);
+                }
+            for (int64_t i = 0; i < n; i++) x[i] = t_rand_f(&s);
+            ND_ASSERT(o->quantize(x, a, n) == 0);
+            float out[4];
+            o->vec_dot4(w, stride, a, n, out);
+            for (int r = 0; r < 4; r++) {
+                const float one = o->vec_dot(w + r * stride, a, n);
+                T_CHECKF(memcmp(&one, &out[r], 4) == 0, "%s n=%lld row %d: dot4 %.9g vs dot %.9g",
+                         tname(wt), (long long)n, r, out[r], one);
+                checked++;
+            }
+            free(w), free(a), free(x);
+        }
+    }
+    T_CHECK(checked > 0);
+}
+
 /* q_quantize_act's own rules (llama.cpp's x86 runtime quantizers), which the byte-identity
  * tests above then carry over to every SIMD quantizer:
  *   - Q8_0/Q8_1: ties go to EVEN (the *_ref rule, kept by q_quantize_row, is roundf);
@@ -532,6 +575,7 @@ int main(void) {
     T_RUN(test_table_avx512);
     T_RUN(test_direct_avx2);
     T_RUN(test_direct_avx512);
+    T_RUN(test_dot4);
     T_RUN(test_matmul_best);
     return t_done();
 }

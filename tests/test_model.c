@@ -100,13 +100,28 @@ static void check_golden(const char *fx, const char *name, golden_stats *st) {
         }
         model_ctx_free(c);
     }
-    /* batch vs single: the same dot products in another order of work items */
+    /* batch vs single. Float weights: the same dot products in another order of work
+     * items, so nearly equal. Quantized weights: prefill uses the blocked GEMM, decode the
+     * per-row dots; both sum the same exact integer block products but in another float
+     * order, which can flip a later int8 activation rounding and move logits by up to
+     * ~0.25 on these random-weight models: where the two top-1s differ, they must be a
+     * near-tie (< 0.25 apart) in both runs; the largest difference is reported. */
     double bs_max = 0, lmax = 0;
     for (int64_t i = 0; i < n * V; i++) {
         bs_max = fmax(bs_max, fabs(lb[i] - ls[i]));
         lmax = fmax(lmax, fabs(lb[i]));
     }
-    T_CHECKF(bs_max <= 1e-5 * lmax, "%s: batch vs token-by-token differ by %g", name, bs_max);
+    for (int pos = 0; pos < n; pos++) {
+        const float *pb = lb + (size_t)pos * V, *ps = ls + (size_t)pos * V;
+        int a, b;
+        topk(pb, V, 1, &a);
+        topk(ps, V, 1, &b);
+        T_CHECKF(a == b || (pb[a] - pb[b] < 0.25 && ps[b] - ps[a] < 0.25),
+                 "%s pos %d: batch top-1 %d and token-by-token top-1 %d are not a near-tie", name, pos, a, b);
+    }
+    bool float_weights = strstr(name, "-f32") || strstr(name, "-f16") || strstr(name, "-bf16");
+    if (float_weights)
+        T_CHECKF(bs_max <= 1e-5 * lmax, "%s: batch vs token-by-token differ by %g", name, bs_max);
 
     /* top-1 and top-8 against the golden */
     int top1_ok = 0, top8_same = 0;

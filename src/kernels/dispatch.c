@@ -171,8 +171,12 @@ int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t
     if (rc) return rc;
     if (N <= 0 || M <= 0) return 0;
     const k_ops *ops = &env->kern->ops[wtype];
-    /* blocked tiles for prefill, their bit-identical gemv for decode (gemm helper) */
-    if (env->kern->gemm[wtype] && q_row_size(wtype, K) <= K_GEMM_MAX_ROW)
+    /* Long prefills: blocked tiles. Everything shorter than K_GEMM_MIN_TOKENS — decode,
+     * speculative verification (draft + 1 tokens), a decode step over several server slots —
+     * runs the per-row dots, so a token's logits do not depend on what else is in the batch:
+     * speculative greedy decoding then reproduces plain decoding token for token (the tiles
+     * sum the same exact integer block products in another float order). */
+    if (M >= K_GEMM_MIN_TOKENS && env->kern->gemm[wtype] && q_row_size(wtype, K) <= K_GEMM_MAX_ROW)
         return k_gemm_matmul(env, wtype, W, K, N, X, M, Y, err);
     int nth = nd_pool_size(env->pool);
     mm_job j = {.ops = ops, .W = W, .w_row = q_row_size(wtype, K), .X = X, .K = K, .N = N,

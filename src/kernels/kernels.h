@@ -76,6 +76,9 @@ typedef struct k_env {
     k_scratch *scratch;
 } k_env;
 
+/* Batches of fewer tokens than this never use the blocked GEMM (see k_matmul). */
+#define K_GEMM_MIN_TOKENS 64
+
 /* Y[M][N] = X[M][K] · W^T, W = N rows of K elements of type wtype (row stride = row bytes).
  * K must be a multiple of the type's block size (k_check). Returns 0, ND_ENOMEM (scratch)
  * or ND_EUNSUPPORTED / ND_EFORMAT (as k_check). */

@@ -155,7 +155,7 @@ static int run_closure(const grammar *g, gwork *w, sset *out) {
             if (rc < 0) return rc;
             continue;
         }
-        if (w->seen.n > 8 * GRAMMAR_MAX_STACKS) return ND_ERANGE;
+        if (w->seen.n > 4 * GRAMMAR_MAX_STACKS) return ND_ERANGE; /* work bound per step */
         if (len == 0 || el[t[len - 1]].kind == GE_CHR) {
             if ((rc = sset_add(out, t, len)) < 0) return rc;
             if (out->n > GRAMMAR_MAX_STACKS) return ND_ERANGE;

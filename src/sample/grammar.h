@@ -46,8 +46,8 @@
 
 #define GRAMMAR_MAX_REPEAT 10000     /* largest m / n in x{m,n} */
 #define GRAMMAR_MAX_ELEMS (1u << 22) /* elements after lowering repetitions */
-#define GRAMMAR_MAX_STACKS 8192      /* stacks in one state */
-#define GRAMMAR_MAX_DEPTH 65536      /* positions in one stack */
+#define GRAMMAR_MAX_STACKS 2048      /* stacks in one state */
+#define GRAMMAR_MAX_DEPTH 8192       /* positions in one stack */
 
 typedef struct grammar grammar;
 typedef struct grammar_state grammar_state;

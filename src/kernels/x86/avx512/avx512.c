@@ -7,6 +7,7 @@
  * scales are applied per lane (vpmulld with a permuted scale vector) and the block's lanes
  * are converted to float and scaled with one FMA, as in the AVX2 file.
  */
+#include <math.h>
 #include "kernels/x86/avx2/avx2_inl.h"
 #include "kernels/x86/x86.h"
 
@@ -434,12 +435,17 @@ static inline __attribute__((always_inline)) void q4_0_rows(const q_block_q4_0 *
             memcpy(&da, &xa->d, 2);
             memcpy(&db, &xb->d, 2);
             const __m256 dx = _mm256_cvtph_ps(_mm_blend_epi32(_mm_set1_epi16((short)da), _mm_set1_epi16((short)db), 0xC));
-            acc[p] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(si), dy), dx, acc[p]);
+            /* the block's exact integer sum per row (lanes 0-3: row a, 4-7: row b), then
+             * acc += isum * (d_w * d_a) with one rounding: the float order of the prefill
+             * GEMM tiles, so a token's logits do not depend on the batch it is in */
+            __m256i h = _mm256_hadd_epi32(si, si);
+            h = _mm256_hadd_epi32(h, h);
+            acc[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(dx, dy), acc[p]);
         }
     }
     for (int p = 0; p < np; p++) {
-        out[2 * p] = hsum4(_mm256_castps256_ps128(acc[p]));
-        out[2 * p + 1] = hsum4(_mm256_extractf128_ps(acc[p], 1));
+        out[2 * p] = _mm256_cvtss_f32(acc[p]);
+        out[2 * p + 1] = _mm_cvtss_f32(_mm256_extractf128_ps(acc[p], 1));
     }
 }
 
@@ -465,7 +471,7 @@ static inline __attribute__((always_inline)) void q8_0_rows(const q_block_q8_0 *
                                                             float *out) {
     const __m256i c80 = _mm256_set1_epi8((char)0x80), z = _mm256_setzero_si256();
     const size_t pf_off = PF_GROUPS * 4 * (size_t)nb * sizeof(q_block_q8_0);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float acc[4] = {0, 0, 0, 0};
     for (int64_t b = 0; b < nb; b++) {
         const __m256i yv = loadu256(y[b].qs);
         const __m256i corr = dpbusd256(z, c80, yv);
@@ -479,10 +485,15 @@ static inline __attribute__((always_inline)) void q8_0_rows(const q_block_q8_0 *
         for (int i = 0; i < nr; i++) {
             const __m256i wu = _mm256_xor_si256(loadu256(r[i][b].qs), c80);
             const __m256i si = _mm256_sub_epi32(dpbusd256(z, wu, yv), corr);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_set1_ps(h2f(&r[i][b].d) * dy), acc[i]);
+            /* exact block integer sum, then acc += isum * (d_w * d_a) in one rounding: the
+             * prefill GEMM tiles' float order (batch-invariant logits) */
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(si), _mm256_extracti128_si256(si, 1));
+            h = _mm_hadd_epi32(h, h);
+            h = _mm_hadd_epi32(h, h);
+            acc[i] = fmaf((float)_mm_cvtsi128_si32(h), h2f(&r[i][b].d) * dy, acc[i]);
         }
     }
-    for (int i = 0; i < nr; i++) out[i] = hsum_ps(acc[i]);
+    for (int i = 0; i < nr; i++) out[i] = acc[i];
 }
 
 float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n) {
