@@ -52,17 +52,44 @@ const char *k_isa_name(k_isa isa) {
     }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+/* CPU features the kernels need, from cpuid, and whether the OS saves the wider register
+ * state (xgetbv): a CPU may have AVX-512 that the kernel does not enable. */
+typedef struct cpu_feat {
+    bool avx2, fma, f16c, bmi2, avx512, vnni, bf16;
+} cpu_feat;
+
+static cpu_feat cpu_features(void) {
+    cpu_feat f = {0};
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29);
+    if (!osxsave) return f;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    bool os_avx = (lo & 0x6) == 0x6, os_avx512 = (lo & 0xE6) == 0xE6;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+    f.avx2 = os_avx && (b & (1u << 5));
+    f.bmi2 = b & (1u << 8);
+    f.fma = os_avx && fma;
+    f.f16c = os_avx && f16c;
+    f.avx512 = os_avx512 && (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
+    f.vnni = f.avx512 && (c & (1u << 11));
+    if (f.avx512 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) f.bf16 = a & (1u << 5);
+    return f;
+}
+#endif
+
 static k_isa cpu_isa(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
-        return K_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return K_ISA_AVX2;
-#endif
+    cpu_feat f = cpu_features();
+    if (!f.avx2 || !f.fma || !f.f16c || !f.bmi2) return K_ISA_SCALAR;
+    return f.avx512 ? K_ISA_AVX512 : K_ISA_AVX2;
+#else
     return K_ISA_SCALAR;
+#endif
 }
 
 void k_select(k_kernels *k, k_isa want) {
@@ -74,11 +101,14 @@ void k_select(k_kernels *k, k_isa want) {
 #if defined(__x86_64__) || defined(__i386__)
     if (k->isa >= K_ISA_AVX2) k_install_avx2(k);
     if (k->isa >= K_ISA_AVX512) {
-        if (__builtin_cpu_supports("avx512vnni")) k_install_avx512(k);
-        else k->isa = K_ISA_AVX2; /* our AVX-512 kernels need VNNI */
-        if (__builtin_cpu_supports("avx512vnni")) k_install_gemm_avx512(k); /* gemm helper */
-        if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bf16"))
-            k_install_avx512_bf16(k);
+        cpu_feat f = cpu_features();
+        if (f.vnni) {
+            k_install_avx512(k);
+            k_install_gemm_avx512(k);
+            if (f.bf16) k_install_avx512_bf16(k);
+        } else {
+            k->isa = K_ISA_AVX2; /* our AVX-512 kernels need VNNI */
+        }
     }
 #endif
 }

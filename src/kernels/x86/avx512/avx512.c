@@ -398,13 +398,6 @@ static inline __m256i dpbusd256(__m256i acc, __m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(acc, u, s);
 }
 
-/* sum of 4 float lanes, one fixed order */
-static inline float hsum4(__m128 v) {
-    v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-    v = _mm_add_ss(v, _mm_movehdup_ps(v));
-    return _mm_cvtss_f32(v);
-}
-
 /* Q4_0: two rows per vector (row a's 16 quant bytes in the low 128 bits, row b's in the
  * high), activation halves broadcast to both. Lane k of a half = elements 4k..4k+3 and
  * 16+4k..16+4k+3 of the block; u8 nibbles x s8 activations, minus 8 * (their activation

@@ -38,7 +38,6 @@ INLINE float bcastf_src(const void *p) {
     memcpy(&v, p, 4);
     return v;
 }
-static inline size_t round64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 /* lane r = r * w_row (offsets of the 16 rows) */
 static inline __m512i row_index(size_t w_row) {
