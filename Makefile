@@ -129,7 +129,7 @@ $(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c $(FUZZ_BUILD)/libnindub.a
 	  $(LDLIBS_APP) -o $@
 FUZZ_SECONDS ?= 60
 fuzz-run: fuzz
-	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz-corpus/$$n; \
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build/fuzz-corpus/$$n fuzz/seeds/$${n#fuzz_}; \
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz-corpus/$$n fuzz/seeds/$${n#fuzz_} || exit 1; done
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sample/stop.h"
 #include "serve/srv_internal.h"
 
 /* ================================================================ tasks */
@@ -326,24 +327,6 @@ static void slot_fail(srv_slot *sl, int status, const char *code, const char *ms
     slot_finish(sl, "stop");
 }
 
-/* Stop strings: returns the offset in gen where one starts (or -1) and sets *safe to the
- * length that can be sent (a suffix that may still grow into a stop string is held). */
-static long find_stop(const srv_req *r, const nd_buf *gen, size_t from, size_t *safe) {
-    *safe = gen->len;
-    for (int k = 0; k < r->n_stops; k++) {
-        const char *st = r->stops[k];
-        size_t sl = strlen(st);
-        for (size_t i = from; i + sl <= gen->len; i++)
-            if (!memcmp(gen->data + i, st, sl)) return (long)i;
-        for (size_t n = sl - 1; n > 0; n--)
-            if (n <= gen->len && !memcmp(gen->data + gen->len - n, st, n)) {
-                if (gen->len - n < *safe) *safe = gen->len - n;
-                break;
-            }
-    }
-    return -1;
-}
-
 /* Emits gen[sent..upto) (and a logprob entry) as a stream chunk or into the non-stream
  * state. */
 static void slot_emit(srv_slot *sl, size_t upto, cJSON *lp) {
@@ -399,7 +382,7 @@ static void slot_sample(srv_t *s, srv_slot *sl, float *logits) {
         return;
     }
     size_t from = before > SRV_MAX_STOP_LEN ? before - SRV_MAX_STOP_LEN : 0; /* a stop may straddle tokens */
-    long at = find_stop(r, &sl->gen, from, &safe);
+    long at = smp_stop_scan((const char *const *)r->stops, r->n_stops, sl->gen.data, sl->gen.len, from, &safe);
     if (at >= 0) {
         sl->gen.len = (size_t)at;
         sl->cut = true;

@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sample/stop.h"
 #include "tools/gen.h"
 
 void gen_opts_init(gen_opts *o) {
@@ -196,25 +197,6 @@ void gen_close(gen_session *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Text is printed only up to the point where no stop string can still begin: the longest
- * suffix of gen that is a proper prefix of a stop string is held back. Returns the offset
- * where a stop string starts (>= 0) or -1, and sets *safe to the printable length. */
-static long find_stop(const gen_opts *o, const nd_buf *gen, size_t from, size_t *safe) {
-    *safe = gen->len;
-    for (int s = 0; s < o->n_stops; s++) {
-        const char *st = o->stops[s];
-        size_t sl = strlen(st);
-        for (size_t i = from; i + sl <= gen->len; i++)
-            if (!memcmp(gen->data + i, st, sl)) return (long)i;
-        for (size_t k = sl - 1; k > 0; k--)
-            if (k <= gen->len && !memcmp(gen->data + gen->len - k, st, k)) {
-                if (gen->len - k < *safe) *safe = gen->len - k;
-                break;
-            }
-    }
-    return -1;
-}
-
 int gen_kv_push(int32_t **kv, size_t *n, int32_t t) {
     if ((*n & (*n - 1)) == 0 || *n == 0) { /* grow at powers of two */
         int32_t *p = nd_realloc(*kv, (*n ? 2 * *n : 64) * sizeof *p);
@@ -243,8 +225,8 @@ static int emit(emitter *e, int32_t t, nd_err *err) {
     int rc = tok_stream_push(&e->ts, t, text, err);
     if (rc) return rc;
     size_t from = before > e->base + 256 ? before - 256 : e->base; /* a stop string may straddle tokens */
-    nd_buf view = {text->data + e->base, text->len - e->base, 0};
-    long at = find_stop(e->o, &view, from - e->base, &safe);
+    long at = smp_stop_scan(e->o->stops, e->o->n_stops, text->data + e->base, text->len - e->base,
+                            from - e->base, &safe);
     if (at >= 0) {
         size_t end = e->base + (size_t)at;
         if (end > e->printed) fwrite(text->data + e->printed, 1, end - e->printed, e->out);
