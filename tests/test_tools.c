@@ -388,6 +388,65 @@ static void test_compare(void) {
     unlink("build/test_tools_tiny3.gguf");
 }
 
+/* run --grammar / --json-schema / --json: every answer parses. */
+static void test_run_constrained(void) {
+    NEED_BIN();
+    const char *fx = t_fixtures();
+    if (!fx) T_SKIP("fixtures not found");
+    char *o;
+    int rc = run(&o, "run -m %s/models/aidreams260K-f32.gguf -p 'The answer is' --temp 0 -n 40 "
+                     "--grammar 'root ::= (\"yes\" | \"no\") \" because \" [a-z ]+ \".\"' 2>/dev/null", fx);
+    T_EQ_INT(rc, 0);
+    T_CHECKF(!strncmp(o, "yes because ", 12) || !strncmp(o, "no because ", 11), "%s", o);
+    nd_free(o);
+    for (int seed = 1; seed <= 5; seed++) {
+        rc = run(&o, "run -m %s/models/aidreams260K-f32.gguf -p 'Data:' --temp 0.9 --seed %d -n 120 "
+                     "--json-schema '{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":"
+                     "10},\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"b\"]},\"maxItems\":3}},"
+                     "\"required\":[\"name\",\"tags\"]}' 2>/dev/null", fx, seed);
+        T_EQ_INT(rc, 0);
+        cJSON *j = cJSON_Parse(o);
+        T_CHECKF(j && cJSON_IsString(cJSON_GetObjectItem(j, "name")) && cJSON_IsArray(cJSON_GetObjectItem(j, "tags")),
+                 "seed %d: not valid: %s", seed, o);
+        cJSON_Delete(j);
+        nd_free(o);
+    }
+    /* any JSON object: strings are unbounded and this model's context is 128, so answers
+     * may end at the context; those that complete must parse, the others be a prefix */
+    int completed = 0;
+    for (int seed = 1; seed <= 6; seed++) {
+        rc = run(&o, "run -m %s/models/aidreams260K-f32.gguf -p 'x' --json --temp 0.7 --seed %d -n 160 "
+                     "2>build/test_tools_why.txt", fx, seed);
+        char *why = NULL;
+        nd_read_file("build/test_tools_why.txt", &why, NULL, NULL);
+        if (rc == 0 && why && strstr(why, "grammar complete")) {
+            cJSON *j = cJSON_Parse(o);
+            T_CHECKF(cJSON_IsObject(j), "seed %d: %s", seed, o);
+            cJSON_Delete(j);
+            completed++;
+        } else {
+            T_CHECKF(rc == 0 && o[0] == '{', "seed %d: %s", seed, o);
+        }
+        nd_free(why);
+        nd_free(o);
+    }
+    printf("  --json: %d of 6 answers completed within the context\n", completed);
+    unlink("build/test_tools_why.txt");
+    /* errors: bad grammar (with its position), two constraints, grammar with speculation */
+    T_EQ_INT(run(&o, "run -m %s/models/aidreams260K-f32.gguf -p x --grammar 'root ::= ('", fx), 1);
+    T_CHECK(strstr(o, "1:10") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "run -m %s/models/aidreams260K-f32.gguf -p x --json --grammar 'root ::= \"a\"'", fx), 1);
+    nd_free(o);
+    T_EQ_INT(run(&o, "run -m %s/models/aidreams260K-f32.gguf -p x --json --spec ngram", fx), 1);
+    T_CHECK(strstr(o, "not supported") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "run -m %s/models/aidreams260K-f32.gguf -p x --json-schema '{\"type\":\"string\",\"pattern\":\"a+\"}'",
+                 fx), 1);
+    T_CHECK(strstr(o, "pattern") != NULL);
+    nd_free(o);
+}
+
 int main(void) {
     T_RUN(test_usage_errors);
     T_RUN(test_info_bad_files);
@@ -399,5 +458,6 @@ int main(void) {
     T_RUN(test_chat_pipe);
     T_RUN(test_imatrix);
     T_RUN(test_compare);
+    T_RUN(test_run_constrained);
     return t_done();
 }

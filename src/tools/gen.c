@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "sample/stop.h"
+#include "serve/json_schema.h"
 #include "tools/gen.h"
 
 void gen_opts_init(gen_opts *o) {
@@ -34,6 +35,11 @@ void gen_opts_usage(FILE *f) {
                "  --stop STR           stop when the output contains STR (repeatable)\n"
                "  --kv f16|f32         KV cache type (default f16)\n"
                "  -v                   print model and sampling details to stderr\n"
+               "constrained output (every answer parses):\n"
+               "  --grammar GBNF       llama.cpp-style grammar text (root rule: root)\n"
+               "  --grammar-file FILE  the same, from a file\n"
+               "  --json-schema S      JSON Schema text ({...}) or a file holding one\n"
+               "  --json               any JSON object\n"
                "speculative decoding (same output under --temp 0, same distribution when sampling):\n"
                "  --draft FILE         draft model with the same vocabulary (e.g. a smaller or more quantized one)\n"
                "  --spec ngram         draft from earlier text (prompt lookup); no second model\n"
@@ -69,11 +75,16 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
         o->spec_flags = true;
         return 1;
     }
+    if (!strcmp(a, "--json")) {
+        o->json_object = true;
+        return 1;
+    }
     static const char *const with_value[] = {"-m", "-n", "-t", "-c", "--temp", "--top-k", "--top-p", "--min-p",
                                              "--repeat-penalty", "--repeat-last-n", "--frequency-penalty",
                                              "--presence-penalty", "--seed", "--stop", "--kv", "--draft", "--spec",
                                              "--draft-max", "--draft-min", "--draft-p-min", "--draft-threads",
-                                             "--ngram-min", "--ngram-max"};
+                                             "--ngram-min", "--ngram-max", "--grammar", "--grammar-file",
+                                             "--json-schema"};
     bool ours = false;
     for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) ours |= !strcmp(a, with_value[k]);
     if (!ours) return 0;
@@ -85,6 +96,9 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
     double x;
 #define NUM(lo, hi) if (num(tool, a, v, lo, hi, &x)) return -1
     if (!strcmp(a, "-m")) o->model = v;
+    else if (!strcmp(a, "--grammar")) o->grammar = v;
+    else if (!strcmp(a, "--grammar-file")) o->grammar_file = v;
+    else if (!strcmp(a, "--json-schema")) o->json_schema = v;
     else if (!strcmp(a, "-n")) { NUM(0, 1 << 24); o->n_predict = (int)x; }
     else if (!strcmp(a, "-t")) { NUM(1, ND_POOL_MAX_THREADS); o->n_threads = (int)x; }
     else if (!strcmp(a, "-c")) { NUM(1, 1 << 24); o->n_ctx = (int64_t)x; }
@@ -166,6 +180,40 @@ static int open_spec(gen_session *s, const gen_opts *o, nd_err *err) {
     return 0;
 }
 
+/* Builds the output constraint from --grammar / --grammar-file / --json-schema / --json. */
+static int open_grammar(gen_session *s, const gen_opts *o, nd_err *err) {
+    int given = !!o->grammar + !!o->grammar_file + !!o->json_schema + o->json_object;
+    if (!given) return 0;
+    if (given > 1)
+        return nd_seterr(err, ND_EINVAL, "give one of --grammar, --grammar-file, --json-schema, --json");
+    if (s->spec)
+        return nd_seterr(err, ND_EUNSUPPORTED, "constrained output with speculative decoding is not supported yet "
+                         "— drop --draft / --spec");
+    if (tok_n_vocab(s->vocab) != s->m->hp.n_vocab)
+        return nd_seterr(err, ND_EUNSUPPORTED, "constrained output needs the tokenizer (%d tokens) to cover the "
+                         "model's %lld logits", tok_n_vocab(s->vocab), (long long)s->m->hp.n_vocab);
+    nd_buf gbnf = {0};
+    char *file = NULL;
+    int rc = 0;
+    const char *schema = o->json_schema;
+    if (o->grammar_file) rc = nd_read_file(o->grammar_file, &file, NULL, err);
+    else if (schema && *schema != '{') rc = nd_read_file(schema, &file, NULL, err);
+    if (!rc && o->json_object) rc = json_schema_any_object_gbnf(&gbnf, err);
+    else if (!rc && schema) {
+        const char *text = file ? file : schema;
+        rc = json_schema_to_gbnf(text, strlen(text), &gbnf, err);
+        if (rc) nd_preerr(err, "--json-schema: ");
+    }
+    if (!rc) {
+        const char *text = gbnf.data ? gbnf.data : file ? file : o->grammar;
+        if (!(s->gram = grammar_parse(text, strlen(text), "root", err))) rc = err->code;
+        else if (!(s->gst = grammar_state_new(s->gram, err))) rc = err->code;
+    }
+    nd_buf_free(&gbnf);
+    nd_free(file);
+    return rc;
+}
+
 int gen_open(gen_session *s, const gen_opts *o, nd_err *err) {
     memset(s, 0, sizeof *s);
     if (!(s->g = gguf_open(o->model, err))) return err->code;
@@ -182,10 +230,13 @@ int gen_open(gen_session *s, const gen_opts *o, nd_err *err) {
     if (!(s->smp = smp_new(&o->sp, s->m->hp.n_vocab, err))) return err->code;
     if (!(s->logits = nd_malloc((size_t)s->m->hp.n_vocab * sizeof(float))))
         return nd_seterr(err, ND_ENOMEM, "out of memory for logits");
-    return open_spec(s, o, err);
+    int rc = open_spec(s, o, err);
+    return rc ? rc : open_grammar(s, o, err);
 }
 
 void gen_close(gen_session *s) {
+    grammar_state_free(s->gst);
+    grammar_free(s->gram);
     spec_seq_free(s->spec);
     spec_draft_model_free(s->draft);
     nd_free(s->logits);
@@ -252,9 +303,14 @@ static int take(gen_session *s, const gen_opts *o, emitter *e, int32_t t, gen_re
     }
     r->n_gen++;
     if (!s->spec) smp_accept(s->smp, t); /* spec_verify has accepted it already */
+    if (s->gst && grammar_state_accept_token(s->gst, s->vocab, t, err)) return err->code;
     int rc = emit(e, t, err);
     if (rc == 1) r->why = "stop string";
     if (rc) return rc;
+    if (s->gst && grammar_state_done(s->gst) && !grammar_state_can_continue(s->gst)) {
+        r->why = "grammar complete";
+        return 1;
+    }
     return r->n_gen == o->n_predict;
 }
 
@@ -297,13 +353,20 @@ int gen_generate(gen_session *s, const gen_opts *o, int64_t *pos, volatile sig_a
     double t0 = nd_time_s();
     emitter e = {.o = o, .out = out, .text = text, .base = text->len, .printed = text->len};
     tok_stream_init(&e.ts, s->vocab, 0);
-    int rc = 0, end = 0;
+    int rc = s->gst ? grammar_state_reset(s->gst, err) : 0, end = 0;
+    if (rc) return rc;
     while (r->n_gen < o->n_predict) {
         if (interrupt && *interrupt) {
             r->why = "interrupted";
             break;
         }
-        int32_t t = smp_sample(s->smp, s->logits);
+        int32_t t = s->gst ? smp_sample_constrained(s->smp, s->logits, s->gst, s->vocab, err)
+                           : smp_sample(s->smp, s->logits);
+        if (t < 0) {
+            rc = t;
+            nd_preerr(err, "constrained sampling: ");
+            break;
+        }
         if (r->n_gen == 0) r->t_first = nd_time_s() - t0;
         if (s->spec && !tok_is_eog(s->vocab, t)) smp_accept(s->smp, t); /* as take() does without spec */
         if ((end = take(s, o, &e, t, r, err))) break;

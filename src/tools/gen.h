@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "model/model.h"
+#include "sample/grammar.h"
 #include "sample/sample.h"
 #include "spec/spec.h"
 #include "tokenizer/tok.h"
@@ -27,6 +28,10 @@ typedef struct gen_opts {
     const char *draft;
     spec_params spec;
     bool spec_flags;    /* a --draft-* / --ngram-* flag was given */
+    /* constrained output: at most one of a GBNF grammar (text or file), a JSON schema
+     * (text or file), or any JSON object */
+    const char *grammar, *grammar_file, *json_schema;
+    bool json_object;
 } gen_opts;
 
 void gen_opts_init(gen_opts *o);
@@ -46,6 +51,8 @@ typedef struct gen_session {
     model_ctx *ctx;
     smp_chain *smp;
     float *logits;       /* [n_vocab]: the prediction for the next position */
+    grammar *gram;       /* constrained output, or NULL */
+    grammar_state *gst;
     spec_draft_model *draft; /* --draft, or NULL */
     spec_seq *spec;      /* speculative decoding state, or NULL (plain decoding) */
 } gen_session;
