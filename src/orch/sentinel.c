@@ -272,8 +272,12 @@ static bool check_entropy(const orch_sentinel *s, const span_text *x, size_t kw)
         if (x->t[i - 1] == '<') return false;
         if (!ph_char(x->t[i - 1])) break;
     }
-    const char *eq = memchr(v, '=', n);
-    if (eq && strspn(eq, "=") < (size_t)(v + n - eq)) return false; /* '=' only as base64 padding */
+    const char *eq = memchr(v, '=', n), *end = v + n;
+    if (eq) { /* '=' only as base64 padding (the span is not NUL-terminated: stay inside it) */
+        const char *p = eq;
+        while (p < end && *p == '=') p++;
+        if (p < end) return false;
+    }
     bool digit = false, upper = false, lower = false;
     for (size_t i = 0; i < n; i++) {
         digit |= isdigit((unsigned char)v[i]) != 0;
@@ -497,11 +501,30 @@ static bool check_ipv6(const orch_sentinel *s, const char *v, size_t n) {
     return true;
 }
 
+/* Length of a placeholder-shaped token "<KIND_12>" at p, 0 if none. */
+static size_t ph_token(const char *p, size_t avail) {
+    if (!avail || p[0] != '<') return 0;
+    size_t i = 1;
+    while (i < avail && i < 48 && ph_char(p[i])) i++;
+    return i < avail && p[i] == '>' && i >= 4 && isdigit((unsigned char)p[i - 1]) ? i + 1 : 0;
+}
+
+static bool has_placeholder(const char *v, size_t n) {
+    for (const char *p = v; (p = memchr(p, '<', (size_t)(v + n - p))); p++)
+        if (ph_token(p, (size_t)(v + n - p))) return true;
+    return false;
+}
+
 static bool check_pem(const char *v, size_t n) {
     const char *body = memchr(v + 5, '-', n - 5); /* skip the BEGIN line's dashes */
-    size_t b64 = 0;
-    for (const char *p = body ? body : v; p < v + n; p++)
+    size_t b64 = 0, k;
+    for (const char *p = body ? body : v; p < v + n; p++) {
+        if (*p == '<' && (k = ph_token(p, (size_t)(v + n - p)))) { /* placeholders are not key material */
+            p += k - 1;
+            continue;
+        }
         if (isalnum((unsigned char)*p) || *p == '+' || *p == '/') b64++;
+    }
     return b64 >= 80 && !has_ci(v, n, "...");
 }
 
@@ -601,7 +624,19 @@ static bool inside_placeholder(const char *t, size_t n, size_t vs, size_t ve) {
 }
 
 /* Matches of one rule over text, checks applied, appended to c. */
-static int scan_rule(const orch_sentinel *s, size_t ri, const char *text, size_t n, uint64_t mask,
+/* Outbound: a candidate glued to a placeholder is a fragment of a token the inbound scan saw
+ * whole (a known value replaced inside a longer word), and a placeholder between a keyword
+ * and its value changed the distance the inbound scan measured; judging either alone would
+ * redact the user's own text. */
+static bool touches_placeholder(const char *t, size_t n, size_t vs, size_t ve) {
+    if (ve < n && ph_token(t + ve, n - ve)) return true;
+    if (vs > 0 && t[vs - 1] == '>')
+        for (size_t i = vs - 1; i > 0 && vs - i < 48; i--)
+            if (t[i - 1] == '<') return ph_token(t + i - 1, n - i + 1) == vs - i + 1;
+    return false;
+}
+
+static int scan_rule(const orch_sentinel *s, size_t ri, const char *text, size_t n, uint64_t mask, bool outbound,
                      pcre2_match_data *md, pcre2_match_context *mc, cands *c, nd_err *err) {
     const orch_rule *r = &orch_rules[ri];
     PCRE2_SIZE off = 0;
@@ -631,8 +666,11 @@ static int scan_rule(const orch_sentinel *s, size_t ri, const char *text, size_t
         }
         int kind = r->kind;
         span_text x = {text, n, vs, ve};
-        bool keep = ve > vs && !inside_placeholder(text, n, vs, ve) && run_check(s, r, &x, ov, group, &kind) &&
-                    (mask >> kind & 1);
+        bool keep = ve > vs && !inside_placeholder(text, n, vs, ve) &&
+                    (r->check == ORCH_CHK_PEM || !has_placeholder(text + vs, ve - vs)) &&
+                    !(outbound && (touches_placeholder(text, n, vs, ve) ||
+                                   (r->check != ORCH_CHK_PEM && has_placeholder(text + ov[0], ov[1] - ov[0])))) &&
+                    run_check(s, r, &x, ov, group, &kind) && (mask >> kind & 1);
         if (keep) {
             if (cands_push(c, vs, ve, kind, r->prio)) return nd_seterr(err, ND_ENOMEM, "sentinel: out of memory");
             off = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
@@ -644,7 +682,7 @@ static int scan_rule(const orch_sentinel *s, size_t ri, const char *text, size_t
     return 0;
 }
 
-static int scan_mask(const orch_sentinel *s, const char *text, size_t n, uint64_t mask,
+static int scan_mask(const orch_sentinel *s, const char *text, size_t n, uint64_t mask, bool outbound,
                      orch_findings *out, nd_err *err) {
     out->n = 0;
     if (n == 0) return 0;
@@ -663,10 +701,10 @@ static int scan_mask(const orch_sentinel *s, const char *text, size_t n, uint64_
         const orch_rule *r = &orch_rules[ri];
         bool may = (mask >> r->kind & 1) ||
                    (r->check == ORCH_CHK_ASSIGN && (mask >> ORCH_K_PASSWORD & 1));
-        if (may) rc = scan_rule(s, ri, text, n, mask, md, mc, &c, err);
+        if (may) rc = scan_rule(s, ri, text, n, mask, outbound, md, mc, &c, err);
     }
     if (rc) goto done;
-    qsort(c.v, c.n, sizeof *c.v, cand_cmp);
+    if (c.n) qsort(c.v, c.n, sizeof *c.v, cand_cmp);
     /* merge overlapping candidates: union span, kind of the best (lowest prio, then longest) */
     for (size_t i = 0; i < c.n;) {
         size_t s0 = c.v[i].s, e0 = c.v[i].e, j = i + 1;
@@ -699,7 +737,7 @@ static uint64_t inbound_mask(const orch_sentinel *s) {
 int orch_sentinel_scan(const orch_sentinel *s, const char *text, size_t n, orch_findings *out,
                        nd_err *err) {
     if (!s || !out || (!text && n)) return nd_seterr(err, ND_EINVAL, "sentinel_scan: NULL argument");
-    return scan_mask(s, text, n, inbound_mask(s), out, err);
+    return scan_mask(s, text, n, inbound_mask(s), false, out, err);
 }
 
 /* ================================================================ map */
@@ -822,7 +860,7 @@ int orch_sentinel_scrub(const orch_sentinel *s, orch_map *m, const char *text, s
                         nd_buf *out, orch_counts *counts, nd_err *err) {
     if (!s || !m || !out || (!text && n)) return nd_seterr(err, ND_EINVAL, "sentinel_scrub: NULL argument");
     orch_findings f = {0};
-    int rc = scan_mask(s, text, n, inbound_mask(s), &f, err);
+    int rc = scan_mask(s, text, n, inbound_mask(s), false, &f, err);
     repl *r = NULL;
     size_t nr = 0, cap = 0;
     if (rc) goto done;
@@ -863,7 +901,7 @@ int orch_sentinel_scrub(const orch_sentinel *s, orch_map *m, const char *text, s
         }
         r[nr++] = (repl){f.v[i].start, f.v[i].end, map_find_value(m, text + f.v[i].start, f.v[i].end - f.v[i].start)};
     }
-    qsort(r, nr, sizeof *r, repl_cmp);
+    if (nr) qsort(r, nr, sizeof *r, repl_cmp);
     size_t pos = 0;
     for (size_t i = 0; i < nr; i++) {
         if (r[i].s < pos) continue; /* overlaps one already replaced */
@@ -992,8 +1030,18 @@ static size_t choose_cut(const orch_outstream *os, const orch_finding *f, size_t
     while (cut >= 2 && p[cut - 1] == ' ' && (isdigit((unsigned char)p[cut]) || isupper((unsigned char)p[cut])) &&
            (isdigit((unsigned char)p[cut - 2]) || isupper((unsigned char)p[cut - 2]) || p[cut - 2] == ')')) {
         size_t i = cut - 1;
-        while (i > 0 && !sp(p[i - 1]) && cut - i < 64) i--;
+        while (i > 0 && !sp(p[i - 1]) && cut - i < OS_MAX_RUN) i--;
+        if (i > 0 && !sp(p[i - 1])) break; /* giant run: the space is boundary enough */
         cut = i;
+    }
+    /* never inside a placeholder */
+    for (size_t j = cut; j > 0 && cut - j < PH_MAX; j--) {
+        int open;
+        if (p[j - 1] == '<') {
+            if (ph_len_at(p + j - 1, cut - j + 1, &open), open) cut = j - 1;
+            break;
+        }
+        if (!(isupper((unsigned char)p[j - 1]) || isdigit((unsigned char)p[j - 1]) || p[j - 1] == '_')) break;
     }
     /* an armored block still open: hold it whole ("-----BEGIN X PRIVATE KEY-----" has spaces) */
     for (size_t i = cut; i-- > 0;) {
@@ -1030,7 +1078,7 @@ static int os_release(orch_outstream *os, bool final, nd_buf *out, nd_err *err) 
     if (nd_buf_append(&os->scan, os->ctx, os->ctx_len) || nd_buf_append(&os->scan, os->pend.data, len))
         return nd_seterr(err, ND_ENOMEM, "outstream: out of memory");
     if (mask) {
-        int rc = scan_mask(s, os->scan.data, os->scan.len, mask, &os->f, err);
+        int rc = scan_mask(s, os->scan.data, os->scan.len, mask, true, &os->f, err);
         if (rc) return rc;
         /* to pend coordinates; findings wholly inside the released context are done */
         for (size_t i = 0; i < os->f.n; i++) {

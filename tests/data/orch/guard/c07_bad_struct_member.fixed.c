@@ -1,0 +1,2 @@
+struct node { int value; struct node *next; };
+int first(struct node *n) { return n->value; }

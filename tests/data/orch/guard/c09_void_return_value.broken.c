@@ -1,0 +1,4 @@
+void reset(int *p) {
+    *p = 0;
+    return *p;
+}

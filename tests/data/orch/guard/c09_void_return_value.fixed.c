@@ -1,0 +1,3 @@
+void reset(int *p) {
+    *p = 0;
+}

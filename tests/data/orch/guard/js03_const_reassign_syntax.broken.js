@@ -1,0 +1,1 @@
+const items = [1, 2, 3;

@@ -1,0 +1,4 @@
+function load() {
+  const r = await fetch("/api");
+  return r.json();
+}

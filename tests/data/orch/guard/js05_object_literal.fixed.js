@@ -1,0 +1,1 @@
+const user = { name: "ana", age: 31 };

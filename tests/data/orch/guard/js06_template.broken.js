@@ -1,0 +1,1 @@
+const greet = (n) => `hello ${n`;

@@ -1,0 +1,3 @@
+if x > 3 {
+  console.log("big");
+}

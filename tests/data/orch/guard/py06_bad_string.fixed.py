@@ -1,0 +1,2 @@
+msg = "it's fixed"
+print(msg)

@@ -1,0 +1,3 @@
+import os
+    path = os.getcwd()
+print(path)

@@ -1,0 +1,1 @@
+square = lambda x: return x * x

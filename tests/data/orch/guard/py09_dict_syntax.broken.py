@@ -1,0 +1,1 @@
+config = {"host": "localhost" "port": 8080}

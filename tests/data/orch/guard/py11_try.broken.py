@@ -1,0 +1,3 @@
+try:
+    v = int("x")
+print(v)

@@ -1,0 +1,5 @@
+try:
+    v = int("x")
+except ValueError:
+    v = 0
+print(v)
