@@ -15,7 +15,8 @@
  * row) and the KV cache up to the current depth, so
  *   t/token = Σ_tier bytes_tier / bandwidth_tier;  tokens/s = 1 / t.
  * Defaults: RAM from /proc/meminfo (MemAvailable), RAM bandwidth measured as what the
- * engine's decode kernel reads per second (Q8_0 matvec over 512 MiB), VRAM 0, disk 2 GB/s.
+ * engine's decode kernels read per second for this model's weight types (matvec over
+ * 256 MiB of each), VRAM 0, disk 2 GB/s.
  */
 #include <math.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@ typedef struct shape {
     uint64_t embd_row_bytes;
     uint64_t other_bytes;    /* norms, rope factors */
     uint64_t n_params;
+    uint64_t type_bytes[ND_TYPE_COUNT]; /* matrices read every token, by weight type */
     bool tied;
 } shape;
 
@@ -46,9 +48,12 @@ static int layer_index(const char *name) {
     return strncmp(name, "blk.", 4) ? -1 : atoi(name + 4);
 }
 
-static void add_tensor(shape *s, const char *name, uint64_t bytes, uint64_t ne0, uint64_t rows, uint64_t elems) {
+static void add_tensor(shape *s, const char *name, uint32_t type, uint64_t bytes, uint64_t ne0, uint64_t rows,
+                       uint64_t elems) {
     int l = layer_index(name);
     s->n_params += elems;
+    if (rows > 1 && type < ND_TYPE_COUNT && (strcmp(name, "token_embd.weight") || s->tied))
+        s->type_bytes[type] += bytes;
     if (l >= 0 && l < PLAN_MAX_LAYERS) s->layer_bytes[l] += bytes;
     else if (!strcmp(name, "output.weight")) s->output_bytes += bytes;
     else if (!strcmp(name, "token_embd.weight")) {
@@ -67,7 +72,7 @@ static void preset_cb(void *user, const char *name, uint64_t ne0, uint64_t ne1, 
     preset_acc *a = user;
     uint32_t t = preset_tensor_type(a->type, ne0, ne1);
     uint64_t rows = ne1 ? ne1 : 1;
-    add_tensor(a->s, name, q_row_size(t, (int64_t)ne0) * rows, ne0, rows, ne0 * rows);
+    add_tensor(a->s, name, t, q_row_size(t, (int64_t)ne0) * rows, ne0, rows, ne0 * rows);
     (void)kind;
 }
 
@@ -103,38 +108,55 @@ static double mem_available(void) {
     return kb * 1024.0;
 }
 
-/* The bandwidth decode actually gets: the engine's own Q8_0 matrix-vector product over
- * 512 MiB of weights (more than any cache), with the default thread count and kernels,
- * best of three. A plain streaming read would report the hardware's peak, which decode
- * kernels only approach. */
-static double measure_ram_bw(nd_err *err) {
-    const int64_t K = 4096;
-    const size_t row = q_row_size(ND_TYPE_Q8_0, K);
-    const int64_t N = (int64_t)(((size_t)512 << 20) / row);
+/* The bandwidth decode actually gets with weights of one type: the engine's own
+ * matrix-vector product over 256 MiB of them (more than any cache), with the default
+ * thread count and kernels, best of three after a warm-up. A plain streaming read would
+ * report the hardware's peak, which decode kernels approach more or less closely
+ * depending on the type. */
+static double measure_type_bw(uint32_t type, nd_pool *pool, const k_kernels *kern, nd_err *err) {
+    const int64_t K = 4096; /* a multiple of every block size */
+    const size_t row = q_row_size(type, K);
+    if (!row) return 0;
+    const int64_t N = (int64_t)(((size_t)256 << 20) / row);
     uint8_t *w = nd_malloc(row * (size_t)N);
     float *x = nd_malloc(sizeof(float) * (size_t)K), *y = nd_malloc(sizeof(float) * (size_t)N);
-    nd_pool *pool = nd_pool_new(nd_pool_default_threads(), err);
-    k_kernels kern;
     k_scratch sc = {0};
     double best = 0;
-    if (w && x && y && pool) {
-        memset(w, 0x11, row * (size_t)N); /* scales 0x1111: a small normal fp16, any value works */
+    if (w && x && y) {
+        memset(w, 0x11, row * (size_t)N); /* small normal scales and values: any bytes work */
         for (int64_t i = 0; i < K; i++) x[i] = (float)(i % 7) - 3.0f;
-        k_select(&kern, K_ISA_BEST);
-        k_env env = {&kern, pool, &sc};
+        k_env env = {kern, pool, &sc};
         for (int rep = 0; rep < 4; rep++) {
             double t0 = nd_time_s();
-            if (k_matmul(&env, ND_TYPE_Q8_0, w, K, N, x, 1, y, err)) break;
+            if (k_matmul(&env, type, w, K, N, x, 1, y, err)) break;
             double bw = (double)(row * (size_t)N) / (nd_time_s() - t0);
             if (rep > 0 && bw > best) best = bw; /* rep 0 warms up (page faults) */
         }
     }
     k_scratch_free(&sc);
-    nd_pool_free(pool);
     nd_free(w);
     nd_free(x);
     nd_free(y);
-    return best > 0 ? best : 10e9;
+    return best;
+}
+
+/* Effective RAM bandwidth for this model's mix of weight types: the bytes read per token
+ * over the time each type's kernel needs for its share. */
+static double measure_ram_bw(const shape *s, nd_err *err) {
+    nd_pool *pool = nd_pool_new(nd_pool_default_threads(), err);
+    if (!pool) return 10e9;
+    k_kernels kern;
+    k_select(&kern, K_ISA_BEST);
+    double bytes = 0, secs = 0;
+    for (uint32_t t = 0; t < ND_TYPE_COUNT; t++) {
+        if (!s->type_bytes[t]) continue;
+        double bw = measure_type_bw(t, pool, &kern, err);
+        if (bw <= 0) continue;
+        bytes += (double)s->type_bytes[t];
+        secs += (double)s->type_bytes[t] / bw;
+    }
+    nd_pool_free(pool);
+    return secs > 0 ? bytes / secs : 10e9;
 }
 
 static void usage(FILE *f) {
@@ -217,7 +239,7 @@ int tool_plan(int argc, char **argv) {
                      .n_vocab = (uint32_t)h->n_vocab, .tied = m->tied_output};
         for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
             const gguf_tensor *t = &m->gguf->tensors[i];
-            add_tensor(s, t->name, t->nbytes, t->ne[0], t->n_elems / t->ne[0], t->n_elems);
+            add_tensor(s, t->name, t->type, t->nbytes, t->ne[0], t->n_elems / t->ne[0], t->n_elems);
         }
         snprintf(name, sizeof name, "%s", path);
     } else {
@@ -243,7 +265,7 @@ int tool_plan(int argc, char **argv) {
     }
     if (ram < 0) ram = mem_available();
     bool measured = ram_bw < 0;
-    if (measured) ram_bw = measure_ram_bw(&err);
+    if (measured) ram_bw = measure_ram_bw(s, &err);
 
     /* memory */
     double kv_elt = kv == ND_TYPE_F16 ? 2 : 4;
@@ -300,7 +322,7 @@ int tool_plan(int argc, char **argv) {
     printf("  %-34s %12s\n", "total", human(weights + kv_total + work, b1, sizeof b1));
     printf("\nmachine\n");
     printf("  RAM   %s usable (%s kept free), read %.1f GB/s%s\n", human(ram, b1, sizeof b1), human(reserve, b2, sizeof b2),
-           ram_bw / 1e9, measured ? " (measured: the engine's Q8_0 matvec, all threads)" : "");
+           ram_bw / 1e9, measured ? " (measured: the engine's matvec on this model's weight types, all threads)" : "");
     printf("  VRAM  %s, read %.1f GB/s\n", human(vram, b1, sizeof b1), vram_bw / 1e9);
     printf("  disk  read %.1f GB/s\n", disk_bw / 1e9);
     printf("\nplacement\n");
