@@ -354,8 +354,35 @@ static void model_type_str(const model_t *m, const char *file_type, char *out, s
     else snprintf(out, cap, "%s %.0fM %s", m->hp.arch_name, round(p / 1e6), file_type);
 }
 
-/* Most common quantized type among the 2-D weights, as a llama.cpp-style name. */
+/* llama.cpp's name for general.file_type (as llama-bench prints it), NULL if unknown. */
+static const char *ftype_name(uint32_t ft) {
+    switch (ft) {
+    case 0: return "all F32";
+    case 1: return "F16";
+    case 2: return "Q4_0";
+    case 3: return "Q4_1";
+    case 7: return "Q8_0";
+    case 8: return "Q5_0";
+    case 9: return "Q5_1";
+    case 10: return "Q2_K - Medium";
+    case 11: return "Q3_K - Small";
+    case 12: return "Q3_K - Medium";
+    case 13: return "Q3_K - Large";
+    case 14: return "Q4_K - Small";
+    case 15: return "Q4_K - Medium";
+    case 16: return "Q5_K - Small";
+    case 17: return "Q5_K - Medium";
+    case 18: return "Q6_K";
+    case 32: return "BF16";
+    default: return NULL;
+    }
+}
+
+/* The file's type name: general.file_type when known, else the type holding most of the
+ * 2-D weights. */
 static const char *dominant_type(const gguf_ctx *g) {
+    uint32_t ft;
+    if (!gguf_get_u32(g, "general.file_type", &ft, NULL) && ftype_name(ft)) return ftype_name(ft);
     uint64_t bytes[ND_TYPE_COUNT] = {0};
     for (uint64_t i = 0; i < g->n_tensors; i++)
         if (g->tensors[i].n_dims >= 2) bytes[g->tensors[i].type] += g->tensors[i].n_elems;
