@@ -442,6 +442,105 @@ static void test_stream_every_split(void) {
     }
 }
 
+/* Regression (libFuzzer): "pass:<word> = " followed by a quoted value. While the closing quote
+ * had not arrived, the assignment rule's preferred alternative (a "pass: type = value" annotation)
+ * could not match yet and the rule fell back to "pass:" with the bare word as a password; the
+ * stream released that word redacted, while the whole text (quote closed, value a placeholder)
+ * has no finding there at all. The stream now holds from the start of any partial match. The
+ * text also carries an invalid UTF-8 byte and a NUL inside an email-like run. */
+static void test_stream_partial_match(void) {
+    nd_err err = {0};
+    static const char text[] = "pass:w9fQsyntheticTestValueNotASecret7ord = \"Hq6!kk29Zz\"* and \x80mail "
+                               "ana.si9fQ2xL7mZp4RtV8w3Ky6@\0lva@correiot.\n"
+                               "token: \"Zq81mNc7Lp02Xw93Rt54Yv\" api_key = 'unterminated Kq72mZp4RtV8w3Ky6 x\n";
+    size_t n = sizeof text - 1;
+    for (int tail = 8; tail <= 64; tail += 8) {
+        orch_sentinel_opts o = orch_sentinel_opts_default();
+        o.stream_tail = (size_t)tail;
+        orch_sentinel *s = orch_sentinel_new(&o, &err);
+        orch_map *m = orch_map_new(&err);
+        nd_buf scrub = {0}, one = {0}, many = {0};
+        T_EQ_INT(orch_sentinel_scrub(s, m, text, n, &scrub, NULL, &err), 0);
+        T_CHECK(memmem(scrub.data, scrub.len, "<SECRET_PASSWORD_1>", 19) != NULL);
+        T_EQ_INT(orch_sentinel_restore(s, m, scrub.data, scrub.len, &one, NULL, &err), 0);
+        T_CHECKF(one.len == n && !memcmp(one.data, text, n), "tail %d: restore(scrub(x)) != x", tail);
+        for (size_t chunk = 1; chunk <= 40; chunk++) {
+            orch_outstream *os = orch_outstream_new(s, m, &err);
+            many.len = 0;
+            for (size_t pos = 0; pos < scrub.len; pos += chunk) {
+                size_t k = scrub.len - pos < chunk ? scrub.len - pos : chunk;
+                T_EQ_INT(orch_outstream_push(os, scrub.data + pos, k, &many, &err), 0);
+            }
+            T_EQ_INT(orch_outstream_finish(os, &many, &err), 0);
+            orch_outstream_free(os);
+            T_CHECKF(many.len == one.len && !memcmp(many.data, one.data, one.len),
+                     "tail %d, chunk %zu: streamed restore differs from one-shot", tail, chunk);
+        }
+        nd_buf_free(&scrub);
+        nd_buf_free(&one);
+        nd_buf_free(&many);
+        orch_map_free(m);
+        orch_sentinel_free(s);
+    }
+}
+
+/* Regression (libFuzzer): values that overlap each other in a run. Each value's occurrences
+ * were listed without overlap from the start of the run, so once a longer value's occurrence
+ * took a shorter one's slot the shorter one's later occurrence was never listed and the end of
+ * the run went out in clear. */
+static void test_scrub_overlapping_values(void) {
+    nd_err err = {0};
+    char text[128];
+    size_t n = 0;
+#define APPEND(str, len) (memcpy(text + n, (str), (len)), n += (len))
+    static const char zeros[40] = {0};
+    APPEND("password =", 10);
+    APPEND(zeros, 6);
+    APPEND(" and password =", 15);
+    APPEND(zeros, 8);
+    APPEND(" run ", 5);
+    APPEND(zeros, 38);
+    APPEND("!", 1);
+#undef APPEND
+    orch_sentinel *s = orch_sentinel_new(NULL, &err);
+    orch_map *m = orch_map_new(&err);
+    orch_findings f = {0};
+    nd_buf out = {0};
+    T_EQ_INT(orch_sentinel_scan(s, text, n, &f, &err), 0);
+    T_EQ_INT(f.n, 2);
+    T_EQ_INT(orch_sentinel_scrub(s, m, text, n, &out, NULL, &err), 0);
+    T_CHECK(!memmem(out.data, out.len, zeros, 6)); /* 4 x 8 then 6: every byte of the run replaced */
+    T_CHECK(out.len > 0 && out.data[out.len - 1] == '!');
+    nd_buf one = {0};
+    T_EQ_INT(orch_sentinel_restore(s, m, out.data, out.len, &one, NULL, &err), 0);
+    T_CHECK(one.len == n && !memcmp(one.data, text, n));
+    nd_buf_free(&one);
+    nd_buf_free(&out);
+    orch_findings_free(&f);
+    orch_map_free(m);
+    orch_sentinel_free(s);
+}
+
+/* Regression (libFuzzer): a second credential URL starting inside the context the first one
+ * consumed after its value ("@p" of user:22@postgres://...). The inbound scan went on after the
+ * whole match and missed it; the outbound scan, which rejects the first URL once its password is
+ * a placeholder, found it and redacted the user's own text. */
+static void test_scrub_adjacent_matches(void) {
+    nd_err err = {0};
+    const char *text = "DB_URL=postgres://appq:22@postgres://app:q22@db.local:5432 done";
+    size_t n = strlen(text);
+    orch_sentinel *s = orch_sentinel_new(NULL, &err);
+    orch_map *m = orch_map_new(&err);
+    nd_buf mid = {0}, back = {0};
+    T_EQ_INT(orch_sentinel_scrub(s, m, text, n, &mid, NULL, &err), 0);
+    T_EQ_INT(orch_sentinel_restore(s, m, mid.data, mid.len, &back, NULL, &err), 0);
+    T_CHECKF(back.len == n && !memcmp(back.data, text, n), "restore(scrub(x)) != x: %s", back.data);
+    nd_buf_free(&mid);
+    nd_buf_free(&back);
+    orch_map_free(m);
+    orch_sentinel_free(s);
+}
+
 static void test_stream_releases_early(void) {
     nd_err err = {0};
     orch_sentinel *s = orch_sentinel_new(NULL, &err);
@@ -581,6 +680,9 @@ int main(void) {
     T_RUN(test_restore_and_redact);
     T_RUN(test_roundtrip);
     T_RUN(test_stream_every_split);
+    T_RUN(test_stream_partial_match);
+    T_RUN(test_scrub_overlapping_values);
+    T_RUN(test_scrub_adjacent_matches);
     T_RUN(test_stream_releases_early);
     T_RUN(test_options);
     T_RUN(test_no_value_in_messages);

@@ -87,7 +87,8 @@ orch_sentinel *orch_sentinel_new(const orch_sentinel_opts *opts, nd_err *err) {
             return NULL;
         }
         s->n = i + 1;
-        pcre2_jit_compile(s->re[i], PCRE2_JIT_COMPLETE); /* optional: interpreter otherwise */
+        /* optional: interpreter otherwise. The outbound stream matches with PCRE2_PARTIAL_HARD. */
+        pcre2_jit_compile(s->re[i], PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
     }
     return s;
 }
@@ -636,13 +637,23 @@ static bool touches_placeholder(const char *t, size_t n, size_t vs, size_t ve) {
     return false;
 }
 
+/* hold (NULL unless the text may still grow, as in the outbound stream): matching is done with
+ * PCRE2_PARTIAL_HARD and *hold is lowered to the start of the first partial match, i.e. a
+ * match attempt that reached the end of the text and might come out differently once more
+ * text arrives (a quoted value not closed yet, a lookahead at the end, an alternative the
+ * pattern prefers that needs more bytes...). Matches before it are final. */
 static int scan_rule(const orch_sentinel *s, size_t ri, const char *text, size_t n, uint64_t mask, bool outbound,
-                     pcre2_match_data *md, pcre2_match_context *mc, cands *c, nd_err *err) {
+                     pcre2_match_data *md, pcre2_match_context *mc, cands *c, size_t *hold, nd_err *err) {
     const orch_rule *r = &orch_rules[ri];
     PCRE2_SIZE off = 0;
     while (off <= n) {
-        int rc = pcre2_match(s->re[ri], (PCRE2_SPTR)text, n, off, 0, md, mc);
+        int rc = pcre2_match(s->re[ri], (PCRE2_SPTR)text, n, off, hold ? PCRE2_PARTIAL_HARD : 0, md, mc);
         if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc == PCRE2_ERROR_PARTIAL) {
+            PCRE2_SIZE ps = pcre2_get_ovector_pointer(md)[0];
+            if (ps < *hold) *hold = ps;
+            break; /* a later match starts after ps: beyond any cut made before ps */
+        }
         if (rc < 0) {
             if (rc <= PCRE2_ERROR_UTF8_ERR1 && rc >= PCRE2_ERROR_UTF8_ERR21) break;
             if (rc == PCRE2_ERROR_BADUTFOFFSET) {
@@ -673,7 +684,10 @@ static int scan_rule(const orch_sentinel *s, size_t ri, const char *text, size_t
                     run_check(s, r, &x, ov, group, &kind) && (mask >> kind & 1);
         if (keep) {
             if (cands_push(c, vs, ve, kind, r->prio)) return nd_seterr(err, ND_ENOMEM, "sentinel: out of memory");
-            off = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+            /* go on from the value's end, not the match's: the context a pattern consumes after
+             * the value ("@h" of user:pass@host) may begin the next candidate, and the outbound
+             * scan, which rejects the first one once its value is a placeholder, would see it */
+            off = ve > ov[0] ? ve : ov[0] + 1;
         } else {
             off = ov[0] + 1; /* a rejected candidate may hide a good one that starts later */
         }
@@ -683,7 +697,7 @@ static int scan_rule(const orch_sentinel *s, size_t ri, const char *text, size_t
 }
 
 static int scan_mask(const orch_sentinel *s, const char *text, size_t n, uint64_t mask, bool outbound,
-                     orch_findings *out, nd_err *err) {
+                     size_t *hold, orch_findings *out, nd_err *err) {
     out->n = 0;
     if (n == 0) return 0;
     cands c = {0};
@@ -701,7 +715,7 @@ static int scan_mask(const orch_sentinel *s, const char *text, size_t n, uint64_
         const orch_rule *r = &orch_rules[ri];
         bool may = (mask >> r->kind & 1) ||
                    (r->check == ORCH_CHK_ASSIGN && (mask >> ORCH_K_PASSWORD & 1));
-        if (may) rc = scan_rule(s, ri, text, n, mask, outbound, md, mc, &c, err);
+        if (may) rc = scan_rule(s, ri, text, n, mask, outbound, md, mc, &c, hold, err);
     }
     if (rc) goto done;
     if (c.n) qsort(c.v, c.n, sizeof *c.v, cand_cmp);
@@ -737,7 +751,7 @@ static uint64_t inbound_mask(const orch_sentinel *s) {
 int orch_sentinel_scan(const orch_sentinel *s, const char *text, size_t n, orch_findings *out,
                        nd_err *err) {
     if (!s || !out || (!text && n)) return nd_seterr(err, ND_EINVAL, "sentinel_scan: NULL argument");
-    return scan_mask(s, text, n, inbound_mask(s), false, out, err);
+    return scan_mask(s, text, n, inbound_mask(s), false, NULL, out, err);
 }
 
 /* ================================================================ map */
@@ -845,79 +859,66 @@ int orch_counts_format(const orch_counts *c, nd_buf *out) {
 
 /* ================================================================ scrub */
 
-typedef struct repl {
-    size_t s, e;
-    const map_entry *ent;
-} repl;
-
-static int repl_cmp(const void *a, const void *b) {
-    const repl *x = a, *y = b;
-    if (x->s != y->s) return x->s < y->s ? -1 : 1;
-    return x->e > y->e ? -1 : x->e < y->e;
-}
-
 int orch_sentinel_scrub(const orch_sentinel *s, orch_map *m, const char *text, size_t n,
                         nd_buf *out, orch_counts *counts, nd_err *err) {
     if (!s || !m || !out || (!text && n)) return nd_seterr(err, ND_EINVAL, "sentinel_scrub: NULL argument");
     orch_findings f = {0};
-    int rc = scan_mask(s, text, n, inbound_mask(s), false, &f, err);
-    repl *r = NULL;
-    size_t nr = 0, cap = 0;
+    int rc = scan_mask(s, text, n, inbound_mask(s), false, NULL, &f, err);
+    size_t *next = NULL; /* per map entry: offset of its next occurrence, SIZE_MAX when none */
     if (rc) goto done;
     for (size_t i = 0; i < f.n; i++) {
         const map_entry *e;
         if ((rc = map_add(m, text + f.v[i].start, f.v[i].end - f.v[i].start, f.v[i].kind, &e, err))) goto done;
     }
-    /* every occurrence of every known value (findings included: they are occurrences too) */
-    for (size_t i = 0; i < m->n; i++) {
-        const map_entry *e = &m->e[i];
-        if (e->len < 4) continue;
-        for (const char *p = text; p && (size_t)(p - text) + e->len <= n;) {
-            p = memmem(p, n - (size_t)(p - text), e->value, e->len);
-            if (!p) break;
-            if (nr == cap) {
-                cap = cap ? cap * 2 : 16;
-                repl *nrp = nd_realloc(r, cap * sizeof *r);
-                if (!nrp) {
-                    rc = nd_seterr(err, ND_ENOMEM, "sentinel: out of memory");
-                    goto done;
-                }
-                r = nrp;
-            }
-            r[nr++] = (repl){(size_t)(p - text), (size_t)(p - text) + e->len, e};
-            p += e->len;
-        }
+    /* Left to right, the earliest occurrence of a known value (findings included: they are
+     * occurrences too) wins, the longest of those starting at the same byte. Each value's next
+     * occurrence is searched from the current position, so an occurrence that overlaps one
+     * replaced before it does not hide the next one (values "\0\0\0\0\0\0" and 8 NULs in a
+     * run of 38: 4 x 8 replaced, then the last 6 must be too). No occurrence of a value is left
+     * whole between two replacements. */
+    if (m->n && !(next = nd_malloc(m->n * sizeof *next))) {
+        rc = nd_seterr(err, ND_ENOMEM, "sentinel: out of memory");
+        goto done;
     }
-    /* findings first-class: an occurrence overlapping a finding gives way to it */
-    for (size_t i = 0; i < f.n; i++) {
-        if (nr == cap) {
-            cap = cap ? cap * 2 : 16;
-            repl *nrp = nd_realloc(r, cap * sizeof *r);
-            if (!nrp) {
-                rc = nd_seterr(err, ND_ENOMEM, "sentinel: out of memory");
-                goto done;
+    for (size_t i = 0; i < m->n; i++) next[i] = 0;
+    size_t pos = 0, fi = 0;
+    for (bool first = true;; first = false) {
+        size_t bs = SIZE_MAX, be = 0;
+        const map_entry *ent = NULL;
+        for (size_t i = 0; i < m->n; i++) {
+            const map_entry *e = &m->e[i];
+            if (e->len < 4) continue;
+            if (first || (next[i] != SIZE_MAX && next[i] < pos)) {
+                const char *q = e->len <= n - pos ? memmem(text + pos, n - pos, e->value, e->len) : NULL;
+                next[i] = q ? (size_t)(q - text) : SIZE_MAX;
             }
-            r = nrp;
+            if (next[i] == SIZE_MAX) continue;
+            if (next[i] < bs || (next[i] == bs && next[i] + e->len > be)) {
+                bs = next[i];
+                be = bs + e->len;
+                ent = e;
+            }
         }
-        r[nr++] = (repl){f.v[i].start, f.v[i].end, map_find_value(m, text + f.v[i].start, f.v[i].end - f.v[i].start)};
-    }
-    if (nr) qsort(r, nr, sizeof *r, repl_cmp);
-    size_t pos = 0;
-    for (size_t i = 0; i < nr; i++) {
-        if (r[i].s < pos) continue; /* overlaps one already replaced */
-        if (nd_buf_append(out, text + pos, r[i].s - pos) || nd_buf_append(out, r[i].ent->ph, r[i].ent->ph_len)) {
+        while (fi < f.n && f.v[fi].start < pos) fi++; /* overlapped by a replacement before it */
+        if (fi < f.n && (f.v[fi].start < bs || (f.v[fi].start == bs && f.v[fi].end > be))) {
+            bs = f.v[fi].start;
+            be = f.v[fi].end;
+            ent = map_find_value(m, text + bs, be - bs);
+        }
+        if (!ent) break;
+        if (nd_buf_append(out, text + pos, bs - pos) || nd_buf_append(out, ent->ph, ent->ph_len)) {
             rc = nd_seterr(err, ND_ENOMEM, "sentinel: out of memory");
             goto done;
         }
         if (counts) {
-            counts->by_kind[r[i].ent->kind]++;
+            counts->by_kind[ent->kind]++;
             counts->total++;
         }
-        pos = r[i].e;
+        pos = be;
     }
     if (nd_buf_append(out, text + pos, n - pos)) rc = nd_seterr(err, ND_ENOMEM, "sentinel: out of memory");
 done:
-    nd_free(r);
+    nd_free(next);
     orch_findings_free(&f);
     return rc;
 }
@@ -1007,12 +1008,16 @@ static int restore_plain(orch_outstream *os, const char *t, size_t n, nd_buf *ou
 
 static bool sp(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
 
-/* Where the released prefix of pend ends: see orch_outstream_new's comment. */
-static size_t choose_cut(const orch_outstream *os, const orch_finding *f, size_t nf) {
+/* Where the released prefix of pend ends: see orch_outstream_new's comment. hold: the start
+ * of the first partial match in pend (a rule that may still match differently there once more
+ * text arrives); nothing from it on is released. */
+static size_t choose_cut(const orch_outstream *os, const orch_finding *f, size_t nf, size_t hold) {
     const char *p = os->pend.data;
     size_t len = os->pend.len, tail = os->s->opts.stream_tail;
     if (len <= tail) return 0;
     size_t cut = len - tail;
+    if (hold < cut) cut = hold;
+    if (!cut) return 0;
     if (!sp(p[cut - 1]) && !sp(p[cut])) {
         size_t i = cut;
         while (i > 0 && !sp(p[i - 1]) && cut - i < OS_MAX_RUN) i--;
@@ -1077,9 +1082,11 @@ static int os_release(orch_outstream *os, bool final, nd_buf *out, nd_err *err) 
     os->scan.len = 0;
     if (nd_buf_append(&os->scan, os->ctx, os->ctx_len) || nd_buf_append(&os->scan, os->pend.data, len))
         return nd_seterr(err, ND_ENOMEM, "outstream: out of memory");
+    size_t hold = SIZE_MAX;
     if (mask) {
-        int rc = scan_mask(s, os->scan.data, os->scan.len, mask, true, &os->f, err);
+        int rc = scan_mask(s, os->scan.data, os->scan.len, mask, true, final ? NULL : &hold, &os->f, err);
         if (rc) return rc;
+        hold = hold == SIZE_MAX ? SIZE_MAX : hold > os->ctx_len ? hold - os->ctx_len : 0;
         /* to pend coordinates; findings wholly inside the released context are done */
         for (size_t i = 0; i < os->f.n; i++) {
             orch_finding g = os->f.v[i];
@@ -1089,7 +1096,7 @@ static int os_release(orch_outstream *os, bool final, nd_buf *out, nd_err *err) 
             os->f.v[nf++] = g;
         }
     }
-    size_t cut = final ? len : choose_cut(os, os->f.v, nf);
+    size_t cut = final ? len : choose_cut(os, os->f.v, nf, hold);
     if (!cut) return 0;
     const char *p = os->pend.data;
     size_t pos = 0;
