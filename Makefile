@@ -24,7 +24,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra $(WERROR) -Wshadow -Wno-unus
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(OPT) $(SAN) $(CFLAGS)
 LDLIBS_CORE := -lpcre2-8 -lm -lpthread
-LDLIBS_APP  := -lmicrohttpd -lcjson -lyaml $(LDLIBS_CORE)
+LDLIBS_APP  := -lmicrohttpd -lcurl -lcjson -lyaml $(LDLIBS_CORE)
 
 LIB_SRC   := $(filter-out src/main.c src/tools/%,$(wildcard src/*/*.c src/*/*/*.c src/*/*/*/*.c))
 # x86 kernels only on x86 (elsewhere dispatch.c falls back to the scalar reference)

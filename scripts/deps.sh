@@ -4,7 +4,7 @@
 # libmicrohttpd (server); clang + compiler-rt for `make fuzz`; nodejs/npm (optional, used
 # by tests that fetch a public Hugging Face tokenizer.json).
 set -eu
-pkgs="make gcc libpcre2-dev libcjson-dev libyaml-dev libmicrohttpd-dev clang libclang-rt-dev"
+pkgs="make gcc libpcre2-dev libcjson-dev libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev clang libclang-rt-dev"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

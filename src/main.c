@@ -7,6 +7,7 @@
 static const nd_tool tools[] = {
     {"run", tool_run, "generate text from a prompt (streamed), with speed figures"},
     {"serve", tool_serve, "OpenAI-compatible HTTP server with continuous batching (/v1/chat/completions ...)"},
+    {"orchestrate", tool_orchestrate, "OpenAI-compatible front: scrubs secrets, routes, prunes context, compile-checks code"},
     {"chat", tool_chat, "interactive multi-turn chat in the model's chat template"},
     {"info", tool_info, "show a GGUF model: metadata, hyper-parameters, tensors, totals"},
     {"tokenize", tool_tokenize, "text -> token ids and pieces (or --ids: ids -> text)"},

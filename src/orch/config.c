@@ -482,7 +482,7 @@ static int v_small(vctx *v, orch_config *c, const cnode *root) {
         double port = c->listen_port;
         l = push(v, "listen", -1);
         if (!(rc = check_keys(v, m, kl))) rc = get_str(v, m, "host", &c->listen_host);
-        if (!rc) rc = get_num(v, m, "port", 1, 65535, true, &port);
+        if (!rc) rc = get_num(v, m, "port", 0, 65535, true, &port);
         c->listen_port = (int)port;
         pop(v, l);
     }

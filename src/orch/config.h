@@ -7,7 +7,7 @@
  *
  *   main:     { url: http://host:port/v1, key_env: VAR, model: name, timeout_s: 120 }
  *   helper:   { model: helper.gguf }
- *   listen:   { host: 127.0.0.1, port: 8090 }
+ *   listen:   { host: 127.0.0.1, port: 8090 }   # port 0: any free port
  *   roles:    { sentinel: true, router: true, pruner: true, guard: true }
  *   sentinel: { allow: [EMAIL, IP], private_ips: false, entropy_min: 3.5, stream_tail: 64,
  *               outbound_redact: true, outbound_pii: false }

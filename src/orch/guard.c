@@ -78,7 +78,8 @@ int orch_guard_extract(const char *md, size_t n, orch_code_block **out, size_t *
             line++;
             continue;
         }
-        orch_code_block b = {orch_lang_from_tag(info, (size_t)(tag_end - info)), (size_t)(next - md), n, line + 1};
+        orch_code_block b = {orch_lang_from_tag(info, (size_t)(tag_end - info)), (size_t)(next - md), n, line + 1,
+                             (size_t)(info - md), (size_t)(tag_end - info), (size_t)(p - md), n};
         p = next;
         line++;
         while (p < end) { /* find the closing fence */
@@ -93,6 +94,7 @@ int orch_guard_extract(const char *md, size_t n, orch_code_block **out, size_t *
                 while (rest < (e2 ? e2 : end) && isspace((unsigned char)*rest)) rest++;
                 if (k >= flen && rest == (e2 ? e2 : end)) {
                     b.end = (size_t)(p - md);
+                    b.block_end = (size_t)(n2 - md);
                     p = n2;
                     line++;
                     break;

@@ -31,6 +31,8 @@ typedef struct orch_code_block {
     int lang;            /* orch_lang or -1 */
     size_t start, end;   /* content bytes [start, end) in the markdown, fences excluded */
     int first_line;      /* 1-based line of the first content line */
+    size_t tag_start, tag_len;      /* the info string's first word ("python") */
+    size_t block_start, block_end;  /* the whole block, opening fence line to after the closing one */
 } orch_code_block;
 /* Fenced blocks (``` or ~~~, up to 3 spaces of indent; an unclosed fence runs to the end).
  * *out is a new array (nd_free), NULL when *n_out == 0. */

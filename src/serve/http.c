@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "serve/net.h"
 #include "serve/srv_internal.h"
 
 enum route { R_CHAT, R_COMPL, R_MODELS, R_TOKENIZE, R_DETOKENIZE, R_HEALTH, R_METRICS };
@@ -108,12 +109,6 @@ static enum MHD_Result reply_err(srv_t *s, struct MHD_Connection *mc, conn *c, c
 
 /* ---------------------------------------------------------------- helpers */
 
-static bool hung_up(int fd) {
-    if (fd < 0) return false;
-    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
-    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
-}
-
 static int conn_fd(struct MHD_Connection *mc) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     return ci ? ci->connect_fd : -1;
@@ -125,17 +120,6 @@ static void wait_250ms(pthread_cond_t *cv, pthread_mutex_t *mu) {
     ts.tv_nsec += 250000000L;
     if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
     pthread_cond_timedwait(cv, mu, &ts);
-}
-
-static bool auth_ok(const srv_t *s, struct MHD_Connection *mc) {
-    if (!s->api_key || !*s->api_key) return true;
-    const char *h = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return false;
-    h += 7;
-    size_t a = strlen(h), b = strlen(s->api_key);
-    unsigned diff = (unsigned)(a != b);
-    for (size_t i = 0; i < a; i++) diff |= (unsigned)(h[i] ^ s->api_key[i % (b ? b : 1)]);
-    return diff == 0;
 }
 
 static int state_of(srv_t *s) {
@@ -177,7 +161,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
             break;
         }
         wait_250ms(&t->cv, &s->mu);
-        if (!t->done && t->sse.len == t->sse_off && hung_up(rd->fd)) {
+        if (!t->done && t->sse.len == t->sse_off && srv_net_hung_up(rd->fd)) {
             srv_task_cancel_locked(s, t);
             ret = MHD_CONTENT_READER_END_WITH_ERROR;
             break;
@@ -246,7 +230,7 @@ static enum MHD_Result handle_generate(srv_t *s, struct MHD_Connection *mc, conn
     pthread_mutex_lock(&s->mu);
     while (!t->done) {
         wait_250ms(&t->cv, &s->mu);
-        if (!t->done && !gone && hung_up(fd)) {
+        if (!t->done && !gone && srv_net_hung_up(fd)) {
             srv_task_cancel_locked(s, t);
             gone = true;
         }
@@ -306,15 +290,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
             srv_fail(&e, 405, "method_not_allowed", NULL, "%.200s only accepts %s", url, allow);
             return reply_err(s, mc, c, &e, allow);
         }
-        if (c->route != R_HEALTH && !auth_ok(s, mc)) {
-            srv_fail(&e, 401, "invalid_api_key", NULL, "missing or wrong API key (send Authorization: Bearer KEY)");
-            return reply_err(s, mc, c, &e, NULL);
-        }
-        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > s->p.max_body) {
-            srv_fail(&e, 413, "request_too_large", NULL, "the request body is larger than %zu bytes", s->p.max_body);
-            return reply_err(s, mc, c, &e, NULL);
-        }
+        if (srv_net_check(mc, c->route == R_HEALTH, s->api_key, s->p.max_body, &e)) return reply_err(s, mc, c, &e, NULL);
         if (c->route == R_MODELS) return reply_json(s, mc, c, 200, srv_json_models(s));
         if (c->route == R_HEALTH) return handle_health(s, mc, c);
         if (c->route == R_METRICS) {
@@ -364,36 +340,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
 
 /* ---------------------------------------------------------------- daemon */
 
-static int open_listener(srv_t *s, nd_err *err) {
-    char port[16];
-    snprintf(port, sizeof port, "%d", s->p.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
-    int gai = getaddrinfo(s->host, port, &hints, &res);
-    if (gai) return nd_seterr(err, ND_EINVAL, "cannot resolve --host %s: %s", s->host, gai_strerror(gai));
-    int fd = -1, last = 0;
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-        if (fd < 0) continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 256) == 0) break;
-        last = errno;
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0) return nd_seterr(err, ND_EIO, "cannot listen on %s:%d: %s", s->host, s->p.port, strerror(last));
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
-    s->listen_fd = fd;
-    return 0;
-}
-
 int srv_http_start(srv_t *s, nd_err *err) {
-    int rc = open_listener(s, err);
+    int rc = srv_net_listen(s->host, s->p.port, "--host", &s->listen_fd, &s->port, err);
     if (rc) return rc;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC;
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,

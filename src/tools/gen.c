@@ -8,6 +8,7 @@
 #include "sample/stop.h"
 #include "serve/json_schema.h"
 #include "tools/gen.h"
+#include "tools/tools.h"
 
 void gen_opts_init(gen_opts *o) {
     memset(o, 0, sizeof *o);
@@ -52,18 +53,6 @@ void gen_opts_usage(FILE *f) {
                "  --ngram-min N, --ngram-max N   suffix lengths the lookup matches (default 2, 4)\n");
 }
 
-static int num(const char *tool, const char *flag, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "nindub %s: %s expects a number in [%g, %g], got '%s'\n", tool, flag, lo, hi, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i) {
     const char *a = argv[*i];
     if (!strcmp(a, "-v")) {
@@ -94,7 +83,7 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
     }
     const char *v = argv[++*i];
     double x;
-#define NUM(lo, hi) if (num(tool, a, v, lo, hi, &x)) return -1
+#define NUM(lo, hi) if (tool_num(tool, a, v, lo, hi, &x)) return -1
     if (!strcmp(a, "-m")) o->model = v;
     else if (!strcmp(a, "--grammar")) o->grammar = v;
     else if (!strcmp(a, "--grammar-file")) o->grammar_file = v;

@@ -20,8 +20,16 @@ int tool_bench(int argc, char **argv);
 int tool_plan(int argc, char **argv);
 int tool_chat(int argc, char **argv);
 int tool_serve(int argc, char **argv);
+int tool_orchestrate(int argc, char **argv);
 int tool_imatrix(int argc, char **argv);
 int tool_compare(int argc, char **argv);
 int tool_convert_tokenizer(int argc, char **argv);
+
+/* Parses a number flag value in [lo, hi]; on error prints "nindub TOOL: FLAG expects ..."
+ * on stderr and returns -1. */
+int tool_num(const char *tool, const char *flag, const char *s, double lo, double hi, double *out);
+/* Servers: SIGINT/SIGTERM set a flag (SIGPIPE ignored); tool_wait_for_stop sleeps until then. */
+void tool_catch_stop_signals(void);
+void tool_wait_for_stop(void);
 
 #endif
