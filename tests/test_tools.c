@@ -389,6 +389,51 @@ static void test_compare(void) {
 }
 
 /* run --grammar / --json-schema / --json: every answer parses. */
+/* nindub orchestrate as a command: flags, config errors naming the key, --check-config, a
+ * live instance over --main that answers 502 for an unreachable endpoint and stops on SIGTERM. */
+static void test_orchestrate_cli(void) {
+    NEED_BIN();
+    char *o;
+    T_EQ_INT(run(&o, "orchestrate"), 2);
+    T_CHECK(strstr(o, "--config") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "orchestrate --main http://127.0.0.1:9/v1 --port 99999"), 2);
+    T_CHECK(strstr(o, "--port") != NULL);
+    nd_free(o);
+    T_EQ_INT(run(&o, "orchestrate --main ftp://x"), 2);
+    T_CHECKF(strstr(o, "http://") != NULL, "%s", o);
+    nd_free(o);
+    T_EQ_INT(run(&o, "orchestrate --config tests/data/orch/orch.yaml --check-config"), 0);
+    T_CHECKF(strstr(o, "config ok") && strstr(o, "6 routes"), "%s", o);
+    nd_free(o);
+    const char *bad = "build/test_tools_bad_orch.yaml";
+    FILE *f = fopen(bad, "w");
+    if (!f) T_SKIP("cannot write %s", bad);
+    fputs("main: { url: 'http://127.0.0.1:9/v1' }\nroutes:\n  - label: code\n    exmaples: [x]\n", f);
+    fclose(f);
+    T_EQ_INT(run(&o, "orchestrate --config %s --check-config", bad), 2);
+    T_CHECKF(strstr(o, "routes[0].exmaples") && strstr(o, ":4:"), "%s", o);
+    nd_free(o);
+    unlink(bad);
+    /* a live instance starts, says where it listens, and stops on SIGTERM with status 0 */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "L=build/test_tools_orch.log; %s orchestrate --main http://127.0.0.1:9/v1 --no-router --port 0 2>$L & p=$!; "
+             "for i in $(seq 200); do grep -q 'listening on' $L && break; sleep 0.05; done; kill -TERM $p; wait $p; "
+             "echo exit=$?; cat $L; rm -f $L",
+             bin());
+    FILE *p = popen(cmd, "r");
+    nd_buf b = {0};
+    char chunk[1024];
+    size_t n;
+    while (p && (n = fread(chunk, 1, sizeof chunk, p)) > 0) nd_buf_append(&b, chunk, n);
+    if (p) pclose(p);
+    nd_buf_append(&b, "", 0);
+    T_CHECKF(strstr(b.data, "exit=0") && strstr(b.data, "listening on http://127.0.0.1:") && strstr(b.data, "stopping"),
+             "%s", b.data);
+    nd_buf_free(&b);
+}
+
 static void test_run_constrained(void) {
     NEED_BIN();
     const char *fx = t_fixtures();
@@ -459,5 +504,6 @@ int main(void) {
     T_RUN(test_imatrix);
     T_RUN(test_compare);
     T_RUN(test_run_constrained);
+    T_RUN(test_orchestrate_cli);
     return t_done();
 }
