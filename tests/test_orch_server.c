@@ -871,6 +871,7 @@ static void test_bad_configs(void) {
         {"main: { url: 'ftp://x' }\n", "http://"},
         {"main: { url: 'http://127.0.0.1:1/v1' }\nroutes:\n  - label: a\n    target: helper\n", "no helper model"},
         {"main: { url: 'http://127.0.0.1:1/v1' }\nrouter: { helper: true }\nroutes:\n  - label: a\n", "router.helper"},
+        {"main: { url: 'http://127.0.0.1:1/v1' }\nroles: { router: false }\npruner: { helper: true }\n", "pruner.helper"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         orch_config *c = NULL;
@@ -901,7 +902,7 @@ static void test_helper_router(void) {
     nd_buf y = {0};
     nd_buf_printf(&y,
                   "main: { url: '%%MAIN%%' }\nhelper: { model: '%s' }\nlisten: { port: 0 }\n"
-                  "router: { helper: true }\nroutes:\n"
+                  "router: { helper: true }\npruner: { k: 2, helper: true, helper_candidates: 3 }\nroutes:\n"
                   "  - { label: code, keywords: [compile] }\n"
                   "  - { label: chat, target: helper }\n"
                   "  - { label: math, keywords: [integral] }\n",
@@ -934,8 +935,20 @@ static void test_helper_router(void) {
          "{\"max_tokens\":8,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"my code does not compile\"}]}", &r);
     T_CHECKF(r.status == 200 && strstr(r.hdrs.data, "route=code path=rule"), "rule: %s", r.hdrs.data);
     resp_free(&r);
+    /* pruner.helper: the helper judges the 3 best BM25 candidates (yes/no), 2 are kept */
+    fake_reset(0);
+    http(o.port, "POST", "/v1/chat/completions",
+         "{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"compile the tree walker\"}],"
+         "\"context\":[\"the tree walker visits nodes\",\"tree nodes have children\",\"the walker compiles\",\"unrelated text\"]}",
+         &r);
+    T_CHECKF(r.status == 200 && strstr(r.hdrs.data, "pruner=2/4") && strstr(r.hdrs.data, "/3"), "pruner helper: %s",
+             r.hdrs.data);
+    pthread_mutex_lock(&F.mu);
+    T_CHECKF(!strstr(F.seen.data, "unrelated text"), "an unmatched chunk was kept: %s", F.seen.data);
+    pthread_mutex_unlock(&F.mu);
+    resp_free(&r);
     http(o.port, "GET", "/metrics", NULL, &r);
-    T_CHECKF(strstr(r.body.data, "nindub_orch_helper_calls_total 5") && strstr(r.body.data, "nindub_orch_helper_failures_total 0"),
+    T_CHECKF(strstr(r.body.data, "nindub_orch_helper_calls_total 8") && strstr(r.body.data, "nindub_orch_helper_failures_total 0"),
              "metrics: %s", r.body.data);
     resp_free(&r);
     nd_buf_free(&y);

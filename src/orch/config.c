@@ -644,17 +644,20 @@ static int v_routes(vctx *v, orch_config *c, const cnode *root) {
 }
 
 static int v_pruner(vctx *v, orch_config *c, const cnode *root) {
-    static const char *const kk[] = {"k", "budget_tokens", "k1", "b", "fence_tag", NULL};
+    static const char *const kk[] = {"k", "budget_tokens", "k1", "b", "fence_tag", "helper", "helper_candidates", NULL};
     const cnode *m = get(root, "pruner");
     if (!m || m->type == N_NULL) return 0;
     size_t l = push(v, "pruner", -1);
-    double k = (double)c->pruner_k, bud = (double)c->pruner_budget;
+    double k = (double)c->pruner_k, bud = (double)c->pruner_budget, cand = (double)c->pruner_helper_candidates;
     int rc = check_keys(v, m, kk);
     if (!rc) rc = get_num(v, m, "k", 1, 10000, true, &k);
     if (!rc) rc = get_num(v, m, "budget_tokens", 1, 1e8, true, &bud);
     if (!rc) rc = get_num(v, m, "k1", 0.01, 10, false, &c->pruner_k1);
     if (!rc) rc = get_num(v, m, "b", 0, 1, false, &c->pruner_b);
     if (!rc) rc = get_str(v, m, "fence_tag", &c->pruner_fence_tag);
+    if (!rc) rc = get_bool(v, m, "helper", &c->pruner_helper);
+    if (!rc) rc = get_num(v, m, "helper_candidates", 1, 64, true, &cand);
+    c->pruner_helper_candidates = (size_t)cand;
     c->pruner_k = (size_t)k;
     c->pruner_budget = (size_t)bud;
     pop(v, l);
@@ -742,6 +745,7 @@ orch_config *orch_config_default(nd_err *err) {
     c->pruner_budget = 2000;
     c->pruner_k1 = 1.2;
     c->pruner_b = 0.75;
+    c->pruner_helper_candidates = 8;
     c->guard_max_rounds = 3;
     c->guard = orch_guard_opts_default();
     c->guard.timeout_s = 10;

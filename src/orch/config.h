@@ -22,7 +22,9 @@
  *       examples: ["fix this python error"]
  *       sampling: { temperature: 0.2, top_p: 0.9, top_k: 40, max_tokens: 1024, seed: 1 }
  *       guard: true                          # run the compile loop on this route's answers
- *   pruner:   { k: 5, budget_tokens: 2000, k1: 1.2, b: 0.75, fence_tag: context }
+ *   pruner:   { k: 5, budget_tokens: 2000, k1: 1.2, b: 0.75, fence_tag: context,
+ *               helper: false, helper_candidates: 8 }   # helper: the helper model judges the
+ *                                                     # best BM25 candidates relevant or not
  *   guard:    { max_rounds: 3, timeout_s: 10, cpu_s: 10, memory_mb: 2048, output_cap: 65536,
  *               checkers: { c: [cc, -fsyntax-only, -x, c, -], python: [...],
  *                           javascript: [node, --check, "{file}"], typescript: [...] } }
@@ -76,6 +78,8 @@ typedef struct orch_config {
     size_t pruner_k, pruner_budget;
     double pruner_k1, pruner_b;
     char *pruner_fence_tag;                     /* fenced blocks with this tag are context chunks */
+    bool pruner_helper;                         /* helper-model relevance on the top candidates */
+    size_t pruner_helper_candidates;
     int guard_max_rounds;
     orch_guard_opts guard;                      /* argv arrays point into this config */
     char **guard_argv[ORCH_LANG_COUNT];         /* NULL-terminated; NULL = default */

@@ -101,14 +101,79 @@ static int restore_tree(oreq *q, cJSON *node) {
 
 /* ---------------------------------------------------------------- pruner */
 
+static char *helper_ask(oreq *q, const char *prompt, const char *gbnf, int max_tokens);
+
+#define RELEVANCE_CHUNK_BYTES 2000 /* of a chunk shown to the helper */
+
+/* pruner.helper: the helper judges the best BM25 candidates; the kept set is then filled from
+ * the chunks it called relevant (BM25 order), then the ones it did not judge, then the rest,
+ * within k and the token budget. */
+static int helper_rerank(oreq *q, const char *question, size_t qn, const char *const *chunks, const size_t *lens,
+                         orch_prune_result *res) {
+    const orch_config *c = q->s->cfg;
+    size_t n = res->n, m = 0;
+    signed char *verdict = nd_calloc(n ? n : 1, 1); /* 1 yes, -1 no, 0 not judged */
+    size_t *order = nd_malloc((n ? n : 1) * sizeof *order);
+    if (!verdict || !order) {
+        nd_free(verdict);
+        nd_free(order);
+        return ND_ENOMEM;
+    }
+    for (size_t r = 0; r < n && m < c->pruner_helper_candidates; r++) {
+        size_t i = res->order[r];
+        if (res->scores[i] <= 0) break;
+        nd_buf p = {0};
+        size_t show = lens[i] < RELEVANCE_CHUNK_BYTES ? lens[i] : RELEVANCE_CHUNK_BYTES;
+        nd_buf_printf(&p, "Question: %.*s\n\nText:\n%.*s\n\nDoes the text help to answer the question? Answer yes or no.",
+                      (int)(qn < 4000 ? qn : 4000), question, (int)show, chunks[i]);
+        char *a = p.data ? helper_ask(q, p.data, "root ::= \"yes\" | \"no\"", 2) : NULL;
+        if (a) verdict[i] = !strcmp(a, "yes") ? 1 : -1;
+        q->ctx_judged += a != NULL;
+        q->ctx_yes += a && verdict[i] == 1;
+        nd_free(a);
+        nd_buf_free(&p);
+        m++;
+    }
+    size_t k = 0;
+    for (int pass = 0; pass < 3; pass++) /* yes, not judged, no */
+        for (size_t r = 0; r < n; r++) {
+            size_t i = res->order[r];
+            int want = pass == 0 ? 1 : pass == 1 ? 0 : -1;
+            if (verdict[i] == want && res->scores[i] > 0) order[k++] = i;
+        }
+    /* keep: up to k chunks within the budget, then back in their original order */
+    size_t kept = 0, tokens = 0;
+    for (size_t r = 0; r < k; r++) {
+        size_t i = order[r];
+        if (c->pruner_k && kept >= c->pruner_k) break;
+        if (c->pruner_budget && tokens + res->tokens[i] > c->pruner_budget) continue;
+        res->keep[kept++] = i;
+        tokens += res->tokens[i];
+    }
+    for (size_t a = 1; a < kept; a++) /* insertion sort: kept is small */
+        for (size_t b = a; b > 0 && res->keep[b - 1] > res->keep[b]; b--) {
+            size_t t = res->keep[b];
+            res->keep[b] = res->keep[b - 1];
+            res->keep[b - 1] = t;
+        }
+    res->n_keep = kept;
+    res->tokens_kept = tokens;
+    nd_free(verdict);
+    nd_free(order);
+    return 0;
+}
+
 static int prune_chunks(oreq *q, const char *question, size_t qn, const char *const *chunks, const size_t *lens,
                         size_t n, orch_prune_result *res, srv_apierr *e) {
     const orch_config *c = q->s->cfg;
-    orch_prune_opts po = {.k = c->pruner_k, .budget_tokens = c->pruner_budget, .k1 = c->pruner_k1, .b = c->pruner_b};
+    bool helper = c->pruner_helper && q->s->helper;
+    orch_prune_opts po = {.k = helper ? 0 : c->pruner_k, .budget_tokens = helper ? 0 : c->pruner_budget,
+                          .k1 = c->pruner_k1, .b = c->pruner_b};
     nd_err err = {0};
     int rc = orch_prune(question, qn, chunks, lens, n, &po, res, &err);
     if (rc == ND_ERANGE) return srv_fail(e, 413, "context_too_large", "context", "%s", err.msg);
     if (rc) return srv_fail(e, 500, NULL, NULL, "pruning failed: %s", err.msg);
+    if (helper && helper_rerank(q, question, qn, chunks, lens, res)) return srv_fail(e, 500, NULL, NULL, "out of memory");
     q->ctx_in += n;
     q->ctx_kept += res->n_keep;
     q->ctx_tokens += res->tokens_kept;
@@ -231,51 +296,62 @@ done:
     return rc;
 }
 
-/* ---------------------------------------------------------------- router */
+/* ---------------------------------------------------------------- the helper model */
 
-static void ask_helper(oreq *q, const char *text, size_t n) {
+/* One constrained question to the in-process helper: the answer's text (owned) or NULL. The
+ * helper runs on this machine, so it may see what the main endpoint may not. */
+static char *helper_ask(oreq *q, const char *prompt, const char *gbnf, int max_tokens) {
     orch_server *s = q->s;
-    nd_buf prompt = {0}, resp = {0};
-    cJSON *req = cJSON_CreateObject(), *msgs = NULL, *m = NULL;
-    char *body = NULL, msg[320];
-    q->helper_failed = true;
-    if (orch_router_prompt(s->router, text, n, &prompt) || !req) goto done;
-    msgs = cJSON_AddArrayToObject(req, "messages");
-    m = cJSON_CreateObject();
+    nd_buf resp = {0};
+    cJSON *req = cJSON_CreateObject(), *msgs = req ? cJSON_AddArrayToObject(req, "messages") : NULL;
+    cJSON *m = cJSON_CreateObject();
+    char *body = NULL, *answer = NULL, msg[320];
     if (!msgs || !m || !cJSON_AddItemToArray(msgs, m)) {
         cJSON_Delete(m);
         goto done;
     }
-    if (!cJSON_AddStringToObject(m, "role", "user") || !cJSON_AddStringToObject(m, "content", prompt.data) ||
-        !cJSON_AddStringToObject(req, "grammar", s->router_gbnf) || !cJSON_AddNumberToObject(req, "max_tokens", 16) ||
-        !cJSON_AddNumberToObject(req, "temperature", 0))
+    if (!cJSON_AddStringToObject(m, "role", "user") || !cJSON_AddStringToObject(m, "content", prompt) ||
+        !cJSON_AddStringToObject(req, "grammar", gbnf) || !cJSON_AddNumberToObject(req, "max_tokens", max_tokens) ||
+        !cJSON_AddNumberToObject(req, "temperature", 0) || !(body = cJSON_PrintUnformatted(req)))
         goto done;
-    if (!(body = cJSON_PrintUnformatted(req))) goto done;
     orch_xfer_opts o = {.total_timeout_s = 30};
     int status = 0;
     if (orch_http_post(s->helper_url, NULL, body, strlen(body), &o, &status, &resp, msg, sizeof msg) != ORCH_XFER_OK ||
         status != 200) {
-        nd_log(&s->p.log, ND_LOG_WARN, "router: the helper did not answer (%s)", status ? "non-200 status" : msg);
+        nd_log(&s->p.log, ND_LOG_WARN, "the helper did not answer (%s)", status ? "non-200 status" : msg);
         goto done;
     }
     cJSON *r = cJSON_ParseWithLength(resp.data ? resp.data : "", resp.len);
     const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "choices"), 0);
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ch, "message"), "content");
-    orch_route_result rr;
-    if (cJSON_IsString(ct) && orch_router_parse_helper(s->router, ct->valuestring, strlen(ct->valuestring), &rr) == 0) {
-        q->rr = rr;
-        q->helper_failed = false;
-    }
+    if (cJSON_IsString(ct)) answer = nd_strdup(ct->valuestring);
     cJSON_Delete(r);
 done:
     pthread_mutex_lock(&s->mu);
     s->met.helper_calls++;
-    s->met.helper_fail += q->helper_failed;
+    s->met.helper_fail += !answer;
     pthread_mutex_unlock(&s->mu);
-    nd_buf_free(&prompt);
     nd_buf_free(&resp);
     cJSON_free(body);
     cJSON_Delete(req);
+    return answer;
+}
+
+/* ---------------------------------------------------------------- router */
+
+static void ask_router_helper(oreq *q, const char *text, size_t n) {
+    nd_buf prompt = {0};
+    q->helper_failed = true;
+    if (!orch_router_prompt(q->s->router, text, n, &prompt)) {
+        char *a = helper_ask(q, prompt.data, q->s->router_gbnf, 16);
+        orch_route_result rr;
+        if (a && orch_router_parse_helper(q->s->router, a, strlen(a), &rr) == 0) {
+            q->rr = rr;
+            q->helper_failed = false;
+        }
+        nd_free(a);
+    }
+    nd_buf_free(&prompt);
 }
 
 static int route_request(oreq *q, cJSON *user, srv_apierr *e) {
@@ -291,7 +367,7 @@ static int route_request(oreq *q, cJSON *user, srv_apierr *e) {
         int rc = orch_router_classify(s->router, text.data ? text.data : "", text.len, &q->rr, &err);
         if (!rc && (q->rr.path == ORCH_ROUTE_NONE || q->rr.path == ORCH_ROUTE_DEFAULT) && s->helper && c->router_helper) {
             orch_route_result keep = q->rr;
-            ask_helper(q, text.data ? text.data : "", text.len);
+            ask_router_helper(q, text.data ? text.data : "", text.len);
             if (q->helper_failed) q->rr = keep;
         }
         nd_buf_free(&text);
@@ -553,6 +629,7 @@ int oq_trace_line(const oreq *q, nd_buf *out) {
         rc |= nd_buf_printf(out, " restored=%u", q->restored);
     }
     if (q->ctx_in) rc |= nd_buf_printf(out, " pruner=%zu/%zu,%zutok", q->ctx_kept, q->ctx_in, q->ctx_tokens);
+    if (q->ctx_judged) rc |= nd_buf_printf(out, ",helper:%zu/%zu", q->ctx_yes, q->ctx_judged);
     if (q->guard_ran)
         rc |= nd_buf_printf(out, " guard=%s,fixes:%d,checks:%d", q->gsum.ok ? "ok" : "failing", q->gsum.fixes, q->gsum.n_rounds);
     double end = q->t_end ? q->t_end : nd_time_s();
@@ -587,6 +664,10 @@ static cJSON *trace_json(const oreq *q) {
             cJSON_AddNumberToObject(p, "chunks", (double)q->ctx_in);
             cJSON_AddNumberToObject(p, "kept", (double)q->ctx_kept);
             cJSON_AddNumberToObject(p, "tokens_kept", (double)q->ctx_tokens);
+            if (q->ctx_judged) {
+                cJSON_AddNumberToObject(p, "helper_judged", (double)q->ctx_judged);
+                cJSON_AddNumberToObject(p, "helper_relevant", (double)q->ctx_yes);
+            }
         }
     }
     if (q->guard_ran) {

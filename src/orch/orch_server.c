@@ -378,6 +378,10 @@ orch_server *orch_server_new(const orch_server_params *p, nd_err *err) {
             return NULL;
         }
     }
+    if (c->role_pruner && c->pruner_helper && !c->helper_model) {
+        nd_seterr(err, ND_EINVAL, "pruner.helper is on but no helper model is configured (helper.model / --helper)");
+        return NULL;
+    }
     if (routes_on && c->router_helper && !c->helper_model) {
         nd_seterr(err, ND_EINVAL, "router.helper is on but no helper model is configured (helper.model / --helper)");
         return NULL;

@@ -71,6 +71,7 @@ typedef struct oreq {
     const char *target_name;           /* "main", "helper", "url" */
     bool guarded;
     size_t ctx_in, ctx_kept, ctx_tokens;
+    size_t ctx_judged, ctx_yes;        /* pruner.helper: chunks the helper judged / called relevant */
     double t0, t_prep, t_first, t_end;
     int fd;                            /* client socket (hang-up checks) */
     /* upstream */
