@@ -728,6 +728,323 @@ static void test_slot_lifecycle(void) {
     T_EQ_INT(server_stop(&s), 0);
 }
 
+/* ---------------------------------------------------------------- speculative decoding */
+
+/* One answer, stream or not, reduced to what must not depend on speculation. */
+typedef struct answer {
+    int status;
+    nd_buf text;
+    const char *finish;
+    char *logprobs;          /* non-stream: choices[0].logprobs printed, or NULL */
+    double completion_tokens;
+    double drafted, accepted; /* the "speculative" usage extension; -1 when absent */
+    const char *bad;         /* what is wrong with the stream, or NULL */
+} answer;
+
+static double num_after(const char *s, const char *key) {
+    const char *p = s ? strstr(s, key) : NULL;
+    return p ? atof(p + strlen(key)) : -1;
+}
+
+/* POSTs {fields, "stream": stream} (usage included when streaming) to chat or completions. */
+static void ask(int port, bool chat, bool stream, const char *fields, answer *a) {
+    memset(a, 0, sizeof *a);
+    char body[4096], *out = NULL;
+    snprintf(body, sizeof body, "{%s,\"stream\":%s%s}", fields, stream ? "true" : "false",
+             stream ? ",\"stream_options\":{\"include_usage\":true}" : "");
+    a->status = http_status(port, "POST", chat ? "/v1/chat/completions" : "/v1/completions", NULL, body, &out);
+    a->drafted = num_after(out, "\"drafted\":");
+    a->accepted = num_after(out, "\"accepted\":");
+    a->completion_tokens = num_after(out, "\"completion_tokens\":");
+    if (a->status != 200) {
+        a->bad = "status";
+    } else if (stream) {
+        a->bad = check_sse(out ? out : "", chat, true, &a->text, &a->finish);
+    } else {
+        cJSON *j = out ? cJSON_Parse(out) : NULL, *c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+        cJSON *src = chat ? cJSON_GetObjectItem(c0, "message") : c0, *lp = cJSON_GetObjectItem(c0, "logprobs");
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItem(src, chat ? "content" : "text"));
+        const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(c0, "finish_reason"));
+        nd_buf_append(&a->text, t ? t : "", t ? strlen(t) + 1 : 1);
+        a->finish = !f ? "?" : !strcmp(f, "stop") ? "stop" : !strcmp(f, "length") ? "length" : "?";
+        if (lp && !cJSON_IsNull(lp)) {
+            char *p = cJSON_PrintUnformatted(lp);
+            a->logprobs = p ? nd_strdup(p) : NULL;
+            cJSON_free(p);
+        }
+        if (!t) a->bad = "no text";
+        cJSON_Delete(j);
+    }
+    nd_free(out);
+}
+
+static void answer_free(answer *a) {
+    nd_buf_free(&a->text);
+    nd_free(a->logprobs);
+}
+
+/* The same request with "speculative": false and with `spec` gives the same answer. */
+static void check_same(int port, bool chat, bool stream, const char *fields, const char *spec, double *drafted,
+                       double *accepted) {
+    answer a, b;
+    char with[3072], without[3072];
+    snprintf(with, sizeof with, "%s,\"speculative\":%s", fields, spec);
+    snprintf(without, sizeof without, "%s,\"speculative\":false", fields);
+    ask(port, chat, stream, without, &a);
+    ask(port, chat, stream, with, &b);
+    T_CHECKF(!a.bad && !b.bad, "%s %s: %s / %s", fields, spec, a.bad ? a.bad : "ok", b.bad ? b.bad : "ok");
+    T_CHECKF(a.text.data && b.text.data && !strcmp(a.text.data, b.text.data), "%s %s (%s): '%s' vs '%s'", fields, spec,
+             stream ? "stream" : "whole", a.text.data ? a.text.data : "", b.text.data ? b.text.data : "");
+    T_CHECKF(a.finish && b.finish && !strcmp(a.finish, b.finish), "%s %s: finish %s vs %s", fields, spec,
+             a.finish ? a.finish : "-", b.finish ? b.finish : "-");
+    T_CHECKF(a.completion_tokens == b.completion_tokens, "%s %s: %g vs %g tokens", fields, spec, a.completion_tokens,
+             b.completion_tokens);
+    T_CHECKF((!a.logprobs && !b.logprobs) || (a.logprobs && b.logprobs && !strcmp(a.logprobs, b.logprobs)),
+             "%s %s: logprobs differ", fields, spec);
+    T_CHECKF(a.drafted < 0 && b.drafted >= 0 && b.accepted <= b.drafted, "%s %s: speculative usage %g/%g, %g/%g",
+             fields, spec, a.drafted, a.accepted, b.drafted, b.accepted);
+    if (drafted && b.drafted > 0) *drafted += b.drafted;
+    if (accepted && b.accepted > 0) *accepted += b.accepted;
+    answer_free(&a);
+    answer_free(&b);
+}
+
+/* Prompts the tiny model continues in ways the n-gram lookup can guess. */
+static const char *const spec_prompts[] = {
+    "\"prompt\":\"The cat sat on the mat. The cat sat on the mat. The cat sat on the\"",
+    "\"prompt\":\"Once upon a time there was a kaleidoscope of probability. Once upon a time\"",
+    "\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}]",
+};
+
+static void test_spec_errors(void) {
+    NEED_MAIN();
+    int p = g_main.port;
+    static const char *const bad[][2] = {
+        {"\"fast\"", "invalid_value"},
+        {"3", "invalid_type"},
+        {"[\"ngram\"]", "invalid_type"},
+        {"{\"type\":\"ngram\",\"draft_max\":0}", "invalid_value"},
+        {"{\"type\":\"ngram\",\"draft_max\":33}", "invalid_value"},
+        {"{\"type\":\"ngram\",\"draft_max\":2.5}", "invalid_type"},
+        {"{\"type\":\"ngram\",\"p_min\":1.5}", "invalid_value"},
+        {"{\"type\":\"ngram\",\"p_min\":\"x\"}", "invalid_type"},
+        {"{\"type\":7}", "invalid_type"},
+        {"{\"type\":\"trie\"}", "invalid_value"},
+        {"{\"type\":\"ngram\",\"draftmax\":4}", "invalid_value"},
+        /* this server has no draft model and no default drafter */
+        {"\"draft\"", "speculative_unavailable"},
+        {"{\"type\":\"draft\",\"draft_max\":4}", "speculative_unavailable"},
+        {"true", "speculative_unavailable"},
+        {"{\"draft_max\":4}", "speculative_unavailable"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"prompt\":\"a\",\"max_tokens\":2,\"speculative\":%s}", bad[i][0]);
+        expect_error(p, "POST", "/v1/completions", NULL, body, 400, bad[i][1]);
+        char *out = NULL;
+        http_status(p, "POST", "/v1/completions", NULL, body, &out);
+        T_CHECKF(out && strstr(out, "\"param\":\"speculative"), "%s: %s", bad[i][0], out ? out : "");
+        nd_free(out);
+    }
+    /* an explicit drafter with a grammar needs greedy decoding */
+    expect_error(p, "POST", "/v1/completions", NULL,
+                 "{\"prompt\":\"a\",\"temperature\":0.8,\"grammar\":\"root ::= [a-c]+\",\"speculative\":\"ngram\"}", 400,
+                 "unsupported_combination");
+    static const char *const fine[] = {"null", "false", "\"off\"", "{\"type\":\"off\"}", "\"ngram\"",
+                                       "{\"type\":\"ngram\",\"draft_max\":32,\"p_min\":0}"};
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        char body[512];
+        snprintf(body, sizeof body, "{\"prompt\":\"a\",\"max_tokens\":2,\"speculative\":%s}", fine[i]);
+        T_CHECKF(http_status(p, "POST", "/v1/completions", NULL, body, NULL) == 200, "refused: %s", fine[i]);
+    }
+}
+
+/* Per-request n-gram drafting on a server started without a drafter: greedy answers equal
+ * plain ones (stream and not, stop strings, max_tokens, ignore_eos, logprobs, grammar), and
+ * the counters move. */
+static void test_spec_ngram_matches_plain(void) {
+    NEED_MAIN();
+    int p = g_main.port;
+    double d0 = metric(p, "nindub_spec_drafted_tokens_total"), a0 = metric(p, "nindub_spec_accepted_tokens_total");
+    T_CHECK(d0 >= 0 && a0 >= 0);
+    double drafted = 0, accepted = 0;
+    for (size_t i = 0; i < sizeof spec_prompts / sizeof spec_prompts[0]; i++) {
+        bool chat = spec_prompts[i][1] == 'm';
+        char f[1024];
+        for (int stream = 0; stream < 2; stream++) {
+            snprintf(f, sizeof f, "%s,\"max_tokens\":60,\"temperature\":0", spec_prompts[i]);
+            check_same(p, chat, stream, f, "\"ngram\"", &drafted, &accepted);
+            snprintf(f, sizeof f, "%s,\"max_tokens\":50,\"temperature\":0,\"stop\":[\"adjust\",\"whispers\"]", spec_prompts[i]);
+            check_same(p, chat, stream, f, "{\"type\":\"ngram\",\"draft_max\":3}", &drafted, &accepted);
+        }
+        snprintf(f, sizeof f, "%s,\"max_tokens\":7,\"temperature\":0,\"ignore_eos\":true", spec_prompts[i]);
+        check_same(p, chat, false, f, "{\"type\":\"ngram\",\"draft_max\":32}", &drafted, &accepted);
+        snprintf(f, sizeof f, "%s,\"max_tokens\":30,\"temperature\":0,\"logprobs\":%s", spec_prompts[i],
+                 chat ? "true,\"top_logprobs\":2" : "2");
+        check_same(p, chat, false, f, "\"ngram\"", &drafted, &accepted);
+        snprintf(f, sizeof f, "%s,\"max_tokens\":40,\"temperature\":0,\"grammar\":\"root ::= ([a-z]+ \\\" \\\")+ \\\".\\\"\"",
+                 spec_prompts[i]);
+        check_same(p, chat, i % 2, f, "\"ngram\"", &drafted, &accepted);
+    }
+    T_CHECKF(drafted > 20 && accepted > 5, "n-gram drafting barely ran: %g drafted, %g accepted", drafted, accepted);
+    double d1 = metric(p, "nindub_spec_drafted_tokens_total"), a1 = metric(p, "nindub_spec_accepted_tokens_total");
+    T_CHECKF(d1 - d0 >= drafted && a1 - a0 >= accepted, "metrics %g -> %g drafted, %g -> %g accepted (usage: %g, %g)",
+             d0, d1, a0, a1, drafted, accepted);
+    /* max_tokens is exact under speculation: the draft is bounded by what is left */
+    answer a;
+    for (int n = 1; n <= 5; n++) {
+        char f[512];
+        snprintf(f, sizeof f, "%s,\"max_tokens\":%d,\"temperature\":0,\"ignore_eos\":true,"
+                 "\"speculative\":{\"type\":\"ngram\",\"draft_max\":8}", spec_prompts[0], n);
+        ask(p, false, n % 2, f, &a);
+        T_CHECKF(!a.bad && a.completion_tokens == n && !strcmp(a.finish ? a.finish : "", "length"),
+                 "max_tokens %d: %g tokens, finish %s (%s)", n, a.completion_tokens, a.finish ? a.finish : "-",
+                 a.bad ? a.bad : "ok");
+        answer_free(&a);
+    }
+    /* sampling with a drafter: well-formed answers */
+    char f[512];
+    snprintf(f, sizeof f, "%s,\"max_tokens\":40,\"temperature\":0.9,\"seed\":7,\"speculative\":\"ngram\"", spec_prompts[1]);
+    ask(p, false, true, f, &a);
+    T_CHECKF(!a.bad && a.drafted >= 0, "sampled: %s", a.bad ? a.bad : "no usage extension");
+    answer_free(&a);
+}
+
+/* Several requests in flight at once on a server with a default drafter. */
+typedef struct spec_job {
+    int port, i;
+    const char *spec; /* "speculative" value, NULL = the server's default */
+    const char *fields;
+    bool chat, stream;
+    answer want, got;
+} spec_job;
+
+static void *spec_job_run(void *arg) {
+    spec_job *j = arg;
+    char f[2048];
+    if (j->spec) snprintf(f, sizeof f, "%s,\"speculative\":%s", j->fields, j->spec);
+    else snprintf(f, sizeof f, "%s", j->fields);
+    ask(j->port, j->chat, j->stream, f, &j->got);
+    return NULL;
+}
+
+static void test_spec_draft_server(void) {
+    if (!bin()) T_SKIP("NINDUB_BIN not set (run through make test)");
+    if (!model()) T_SKIP("fixture model aidreams260K-f32.gguf not found");
+    server s;
+    /* the model drafts for itself: greedy drafts are the target's own picks */
+    int rc = server_start(&s, true, "--parallel 4 -c 256 --draft %s --draft-fixed --draft-p-min 0 --draft-max 6", model());
+    T_CHECKF(rc == 0, "server did not start (%s)", s.log);
+    if (rc) {
+        server_stop(&s);
+        return;
+    }
+    char *out = NULL;
+    T_EQ_INT(http_status(s.port, "GET", "/v1/models", NULL, NULL, &out), 200);
+    T_CHECKF(out && strstr(out, "\"speculative\":\"draft\""), "%s", out ? out : "");
+    nd_free(out);
+    static const char *const specs[] = {"false", NULL, "\"ngram\"", "{\"type\":\"draft\",\"draft_max\":3}", "true",
+                                        "\"draft\""};
+    enum { NJ = 12 };
+    static char fields[NJ][1024];
+    spec_job jobs[NJ];
+    for (int i = 0; i < NJ; i++) {
+        const char *pr = spec_prompts[i % 3];
+        snprintf(fields[i], sizeof fields[i], "%s,\"max_tokens\":%d,\"temperature\":0%s", pr, 30 + 7 * (i % 5),
+                 i % 4 == 3 ? ",\"stop\":[\"ing\"]" : i % 4 == 1 ? ",\"ignore_eos\":true" : "");
+        jobs[i] = (spec_job){.port = s.port, .i = i, .spec = specs[i % 6], .fields = fields[i],
+                             .chat = pr[1] == 'm', .stream = (i / 3) % 2};
+        char f[2048];
+        snprintf(f, sizeof f, "%.1500s,\"speculative\":false", fields[i]); /* the reference, one at a time */
+        ask(s.port, jobs[i].chat, false, f, &jobs[i].want);
+        T_CHECKF(!jobs[i].want.bad, "reference %d: %s", i, jobs[i].want.bad);
+    }
+    double d0 = metric(s.port, "nindub_spec_drafted_tokens_total");
+    pthread_t th[NJ];
+    for (int i = 0; i < NJ; i++) pthread_create(&th[i], NULL, spec_job_run, &jobs[i]);
+    double drafted = 0, accepted = 0;
+    for (int i = 0; i < NJ; i++) {
+        pthread_join(th[i], NULL);
+        spec_job *j = &jobs[i];
+        T_CHECKF(!j->got.bad, "job %d: %s", i, j->got.bad);
+        T_CHECKF(j->got.text.data && j->want.text.data && !strcmp(j->got.text.data, j->want.text.data) &&
+                     j->got.finish && j->want.finish && !strcmp(j->got.finish, j->want.finish),
+                 "job %d (speculative %s, %s): '%s' (%s) vs plain '%s' (%s)", i, j->spec ? j->spec : "default",
+                 j->stream ? "stream" : "whole", j->got.text.data ? j->got.text.data : "", j->got.finish ? j->got.finish : "-",
+                 j->want.text.data ? j->want.text.data : "", j->want.finish ? j->want.finish : "-");
+        T_CHECKF(j->got.completion_tokens == j->want.completion_tokens, "job %d: %g vs %g tokens", i,
+                 j->got.completion_tokens, j->want.completion_tokens);
+        bool off = j->spec && !strcmp(j->spec, "false");
+        T_CHECKF(off == (j->got.drafted < 0), "job %d: speculative usage %g", i, j->got.drafted);
+        if (!off && (!j->spec || strstr(j->spec, "draft") || !strcmp(j->spec, "true"))) {
+            drafted += j->got.drafted;
+            accepted += j->got.accepted;
+        }
+    }
+    /* the model drafting for itself agrees with itself */
+    T_CHECKF(drafted > 50 && accepted >= 0.9 * drafted, "draft model: %g drafted, %g accepted", drafted, accepted);
+    T_CHECK(metric(s.port, "nindub_spec_drafted_tokens_total") - d0 >= drafted);
+    T_CHECK(metric(s.port, "nindub_spec_accepted_tokens_total") >= accepted);
+    for (int i = 0; i < NJ; i++) {
+        answer_free(&jobs[i].want);
+        answer_free(&jobs[i].got);
+    }
+    /* stop strings and max_tokens exactly, grammar under greedy verification */
+    double dd = 0, aa = 0;
+    check_same(s.port, false, true, "\"prompt\":\"Once upon a time\",\"max_tokens\":60,\"temperature\":0,\"stop\":\"petals\"",
+               "\"draft\"", &dd, &aa);
+    check_same(s.port, false, false, "\"prompt\":\"Once upon a time\",\"max_tokens\":9,\"temperature\":0", "true", &dd, &aa);
+    check_same(s.port, true, false, "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":50,"
+               "\"temperature\":0,\"grammar\":\"root ::= [a-z ]+ \\\".\\\"\"", "\"draft\"", &dd, &aa);
+    check_same(s.port, true, true, "\"messages\":[{\"role\":\"user\",\"content\":\"a person\"}],\"max_tokens\":80,"
+               "\"temperature\":0,\"response_format\":{\"type\":\"json_object\"}", "{\"type\":\"draft\",\"draft_max\":5}", &dd, &aa);
+    T_CHECKF(dd > 10 && aa >= 0.9 * dd, "%g drafted, %g accepted", dd, aa);
+    /* a sampled request with a grammar: plain decoding by default, refused when asked for */
+    answer a;
+    ask(s.port, false, false, "\"prompt\":\"x\",\"max_tokens\":20,\"temperature\":0.8,\"grammar\":\"root ::= [a-c]+\"", &a);
+    T_CHECKF(!a.bad && a.drafted < 0, "grammar + sampling: %s, drafted %g", a.bad ? a.bad : "ok", a.drafted);
+    answer_free(&a);
+    expect_error(s.port, "POST", "/v1/completions", NULL,
+                 "{\"prompt\":\"x\",\"temperature\":0.8,\"grammar\":\"root ::= [a-c]+\",\"speculative\":\"draft\"}", 400,
+                 "unsupported_combination");
+    /* sampling with the draft model: well-formed, and the draft model's q is used */
+    ask(s.port, true, true, "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":40,\"temperature\":1,\"seed\":3", &a);
+    T_CHECKF(!a.bad && a.drafted > 0, "sampled: %s, drafted %g", a.bad ? a.bad : "ok", a.drafted);
+    answer_free(&a);
+    T_CHECK(metric(s.port, "nindub_slots_busy") == 0);
+    T_EQ_INT(server_stop(&s), 0);
+}
+
+/* The speculative flags of `serve` are run's; bad ones stop it before it listens (2), a
+ * draft model that cannot be loaded once it does (1). */
+static void test_spec_cli(void) {
+    if (!bin()) T_SKIP("NINDUB_BIN not set (run through make test)");
+    if (!model()) T_SKIP("fixture model aidreams260K-f32.gguf not found");
+    static const struct {
+        const char *args, *says;
+        int code;
+    } cases[] = {
+        {"--spec trie", "--spec expects ngram", 2},
+        {"--spec ngram --draft x.gguf", "exclude each other", 2},
+        {"--draft-max 4", "need --draft FILE or --spec ngram", 2},
+        {"--spec ngram --draft-max 99", "--draft-max", 2},
+        {"--spec ngram --draft-min 9 --draft-max 4", "--draft-min", 2},
+        {"--draft /nonexistent.gguf", "/nonexistent.gguf", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[2048], line[512];
+        snprintf(cmd, sizeof cmd, "timeout 20 %s serve -m %s --port 0 -t 1 %s 2>&1", bin(), model(), cases[i].args);
+        FILE *f = popen(cmd, "r");
+        nd_buf out = {0};
+        while (f && fgets(line, sizeof line, f)) nd_buf_append(&out, line, strlen(line));
+        int st = f ? pclose(f) : -1;
+        nd_buf_append(&out, "", 0);
+        T_CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == cases[i].code && strstr(out.data, cases[i].says),
+                 "serve %s: exit %d: %s", cases[i].args, WIFEXITED(st) ? WEXITSTATUS(st) : -1, out.data);
+        nd_buf_free(&out);
+    }
+}
+
 /* ---------------------------------------------------------------- parser units */
 
 static void test_req_parse_units(void) {
@@ -750,8 +1067,29 @@ static void test_req_parse_units(void) {
     T_EQ_INT(r.n_stops, 2);
     T_CHECK(r.stream && r.include_usage && r.logprobs == 2);
     T_NEAR(r.sp.freq_penalty, -0.5, 1e-6);
+    T_CHECK(r.spec == SRV_SPEC_DEFAULT && r.spec_draft_max == 0 && r.spec_p_min < 0);
     srv_req_free(&r);
+    static const struct {
+        const char *v;
+        srv_spec_mode mode;
+        int draft_max;
+        float p_min;
+    } specs[] = {{"false", SRV_SPEC_OFF, 0, -1},       {"true", SRV_SPEC_SERVER, 0, -1},
+                 {"\"off\"", SRV_SPEC_OFF, 0, -1},    {"\"ngram\"", SRV_SPEC_NGRAM, 0, -1},
+                 {"\"draft\"", SRV_SPEC_DRAFT, 0, -1}, {"{\"draft_max\":5}", SRV_SPEC_SERVER, 5, -1},
+                 {"{\"type\":\"ngram\",\"draft_max\":32,\"p_min\":0.25}", SRV_SPEC_NGRAM, 32, 0.25f},
+                 {"{\"type\":\"draft\",\"p_min\":0}", SRV_SPEC_DRAFT, 0, 0}};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"prompt\":\"a\",\"speculative\":%s}", specs[i].v);
+        T_EQ_INT(srv_req_parse(&r, SRV_EP_COMPLETION, body, strlen(body), &e), 0);
+        T_CHECKF(r.spec == specs[i].mode && r.spec_draft_max == specs[i].draft_max && r.spec_p_min == specs[i].p_min,
+                 "%s: mode %d, draft_max %d, p_min %g", specs[i].v, (int)r.spec, r.spec_draft_max, r.spec_p_min);
+        srv_req_free(&r);
+    }
     static const char *const bad[] = {
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"speculative\":\"yes\"}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"speculative\":{\"draft_max\":-1}}",
         "", "null", "{\"messages\":{}}", "{\"messages\":[{\"role\":\"user\"}],\"max_tokens\":0}",
         "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":3}",
@@ -799,8 +1137,12 @@ int main(void) {
     T_RUN(test_constrained);
     T_RUN(test_hostile_connections);
     T_RUN(test_load_32_streams);
+    T_RUN(test_spec_errors);
+    T_RUN(test_spec_ngram_matches_plain);
     T_RUN(test_openai_npm);
     T_RUN(test_stop_main);
     T_RUN(test_slot_lifecycle);
+    T_RUN(test_spec_draft_server);
+    T_RUN(test_spec_cli);
     return t_done();
 }

@@ -222,6 +222,106 @@ static void test_greedy_identical(void) {
     check_greedy_pair(t32, NULL, SPEC_NGRAM, prompt, np, false);
 }
 
+/* One sequence re-targeted between drafters (as a server slot is between requests), and a
+ * pick hook: greedy output stays that of plain decoding (with the same constraint). */
+typedef struct ban_pick {
+    int32_t ban;
+    float *row;
+    int64_t n;
+    int calls;
+} ban_pick;
+
+static int32_t pick_ban(void *user, smp_chain *smp, const float *row, int i) {
+    ban_pick *b = user;
+    (void)i;
+    memcpy(b->row, row, (size_t)b->n * sizeof *row);
+    b->row[b->ban] = -INFINITY;
+    b->calls++;
+    return smp_sample(smp, b->row);
+}
+
+/* Greedy tokens after prompt without token ban (-1: none), plain. */
+static void plain_banned(target *t, const int32_t *prompt, int np, int n, int32_t ban, int32_t *out) {
+    nd_err err = {0};
+    smp_params sp = smp_default_params();
+    sp.temp = 0;
+    smp_chain *smp = smp_new(&sp, t->m->hp.n_vocab, &err);
+    float *lg = nd_malloc((size_t)t->m->hp.n_vocab * sizeof *lg);
+    int32_t last = prompt[np - 1];
+    T_EQ_INT(model_forward(t->ctx, prompt, np - 1, 0, NULL, MODEL_LOGITS_NONE, &err), 0);
+    for (int i = 0, pos = np - 1; i < n; i++) {
+        T_EQ_INT(model_forward(t->ctx, &last, 1, pos++, lg, MODEL_LOGITS_LAST, &err), 0);
+        if (ban >= 0) lg[ban] = -INFINITY;
+        last = out[i] = smp_sample(smp, lg);
+    }
+    smp_free(smp);
+    nd_free(lg);
+}
+
+static void test_retarget_and_pick(void) {
+    char t32[1024], q4[1024];
+    if (!fx_path(t32, sizeof t32, "models/synth-llama-f32.gguf") || !fx_path(q4, sizeof q4, "models/synth-llama-q4_0.gguf"))
+        T_SKIP("fixtures not found");
+    target t;
+    if (target_open(&t, t32)) {
+        T_FAILF("cannot open %s", t32);
+        return;
+    }
+    nd_err err = {0};
+    const int32_t prompt[] = {1, 429, 471, 266, 447, 290, 438, 276, 437, 441, 375};
+    const int np = (int)(sizeof prompt / sizeof prompt[0]);
+    enum { N = 48 };
+    int32_t plain[N], got[N], banned[N];
+    T_EQ_INT(generate(&t, NULL, prompt, np, N, plain, &err), 0);
+    spec_draft_model *dm = spec_draft_model_load(q4, t.v, t.m->hp.n_vocab, &err);
+    T_CHECKF(dm != NULL, "%s", err.msg);
+    smp_params sp = smp_default_params();
+    sp.temp = 0;
+    spec_params ng = spec_default_params(SPEC_NGRAM);
+    ng.adaptive = false, ng.ngram_min = 1, ng.draft_max = 4;
+    spec_seq *q = spec_seq_new(&ng, NULL, &sp, t.m->hp.n_vocab, &err);
+    T_CHECKF(q != NULL, "%s", err.msg);
+    if (!q || !dm) goto done;
+    spec_params dp = spec_default_params(SPEC_DRAFT);
+    dp.adaptive = false, dp.p_min = 0, dp.draft_max = 12, dp.draft_threads = 1, dp.n_ctx = 256;
+    /* errors leave the sequence as it was */
+    T_EQ_INT(spec_seq_retarget(q, &dp, NULL, &sp, &err), ND_EINVAL);
+    smp_params hot = sp;
+    hot.temp = 0.8f;
+    ban_pick bp = {.ban = -1, .n = t.m->hp.n_vocab};
+    bp.row = nd_malloc((size_t)bp.n * sizeof *bp.row);
+    spec_params pk = dp;
+    pk.pick = pick_ban, pk.pick_user = &bp;
+    T_EQ_INT(spec_seq_retarget(q, &pk, dm, &hot, &err), ND_EINVAL);
+    /* n-gram, then the draft model (context made now, draft_max grown), then n-gram again */
+    const spec_params *seqs[] = {&ng, &dp, &ng, &dp};
+    for (int r = 0; r < 4; r++) {
+        T_EQ_INT(spec_seq_retarget(q, seqs[r], dm, &sp, &err), 0);
+        T_EQ_INT(generate(&t, q, prompt, np, N, got, &err), 0);
+        int same = 0;
+        while (same < N && plain[same] == got[same]) same++;
+        T_CHECKF(same == N, "round %d: first difference at token %d", r, same);
+        T_CHECKF(spec_seq_stats(q)->n_drafted > 0 && spec_seq_stats(q)->n_out == N, "round %d: %lld drafted, %lld out",
+                 r, (long long)spec_seq_stats(q)->n_drafted, (long long)spec_seq_stats(q)->n_out);
+    }
+    T_CHECK(spec_seq_stats(q)->n_accepted > N / 2); /* q4 drafting for f32: mostly accepted */
+    /* a pick that bans a token plain decoding emits: same as plain decoding without it */
+    bp.ban = plain[3];
+    plain_banned(&t, prompt, np, N, bp.ban, banned);
+    T_EQ_INT(spec_seq_retarget(q, &pk, dm, &sp, &err), 0);
+    T_EQ_INT(generate(&t, q, prompt, np, N, got, &err), 0);
+    int same = 0;
+    while (same < N && banned[same] == got[same]) same++;
+    T_CHECKF(same == N, "pick: first difference at token %d", same);
+    T_CHECK(bp.calls >= spec_seq_stats(q)->n_steps);
+    for (int i = 0; i < N; i++) T_CHECK(got[i] != bp.ban);
+    nd_free(bp.row);
+done:
+    spec_seq_free(q);
+    spec_draft_model_free(dm);
+    target_close(&t);
+}
+
 /* ---------------------------------------------------- sampling exactness */
 
 /* Chi-square critical value at p = 0.001 (Wilson-Hilferty). */
@@ -477,6 +577,7 @@ int main(void) {
     T_RUN(test_vocab_check);
     T_RUN(test_bad_params);
     T_RUN(test_greedy_identical);
+    T_RUN(test_retarget_and_pick);
     T_RUN(test_sampling_distribution);
     T_RUN(test_cli);
     return t_done();

@@ -342,6 +342,58 @@ static int parse_limits(srv_req *r, const cJSON *root, srv_apierr *e) {
     return 0;
 }
 
+/* A drafter name of the "speculative" field. */
+static int spec_name(const char *v, const char *param, srv_spec_mode *out, srv_apierr *e) {
+    if (!strcmp(v, "off")) *out = SRV_SPEC_OFF;
+    else if (!strcmp(v, "ngram")) *out = SRV_SPEC_NGRAM;
+    else if (!strcmp(v, "draft")) *out = SRV_SPEC_DRAFT;
+    else return srv_fail(e, 400, "invalid_value", param, "'%s' must be \"off\", \"ngram\" or \"draft\"", param);
+    return 0;
+}
+
+/* "speculative" (extension): false | true | "off" | "ngram" | "draft" |
+ * {"type": "off"|"ngram"|"draft", "draft_max": 1..SPEC_MAX_DRAFT, "p_min": 0..1}. Whether
+ * the server can honour it is checked with the task (srv_task_new). */
+static int parse_spec(srv_req *r, const cJSON *root, srv_apierr *e) {
+    r->spec_p_min = -1;
+    cJSON *f = field(root, "speculative");
+    if (!f) return 0;
+    if (cJSON_IsBool(f)) {
+        r->spec = cJSON_IsTrue(f) ? SRV_SPEC_SERVER : SRV_SPEC_OFF;
+        return 0;
+    }
+    if (cJSON_IsString(f)) return spec_name(f->valuestring, "speculative", &r->spec, e);
+    if (!cJSON_IsObject(f))
+        return srv_fail(e, 400, "invalid_type", "speculative",
+                        "'speculative' must be a boolean, \"off\", \"ngram\", \"draft\" or an object "
+                        "{\"type\", \"draft_max\", \"p_min\"}");
+    r->spec = SRV_SPEC_SERVER;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, f) {
+        const char *k = it->string ? it->string : "";
+        if (strcmp(k, "type") && strcmp(k, "draft_max") && strcmp(k, "p_min"))
+            return srv_fail(e, 400, "invalid_value", "speculative",
+                            "'speculative' has an unknown field '%.60s' (type, draft_max, p_min)", k);
+    }
+    cJSON *type = field(f, "type");
+    if (type && !cJSON_IsString(type))
+        return srv_fail(e, 400, "invalid_type", "speculative.type", "'speculative.type' must be a string");
+    if (type && spec_name(type->valuestring, "speculative.type", &r->spec, e)) return -1;
+    cJSON *dm = field(f, "draft_max"), *pm = field(f, "p_min");
+    if (dm && (!cJSON_IsNumber(dm) || dm->valuedouble != floor(dm->valuedouble)))
+        return srv_fail(e, 400, "invalid_type", "speculative.draft_max", "'speculative.draft_max' must be an integer");
+    if (dm && !(dm->valuedouble >= 1 && dm->valuedouble <= SPEC_MAX_DRAFT))
+        return srv_fail(e, 400, "invalid_value", "speculative.draft_max", "'speculative.draft_max' must be in [1, %d]",
+                        SPEC_MAX_DRAFT);
+    if (dm) r->spec_draft_max = (int)dm->valuedouble;
+    if (pm && !cJSON_IsNumber(pm))
+        return srv_fail(e, 400, "invalid_type", "speculative.p_min", "'speculative.p_min' must be a number");
+    if (pm && !(pm->valuedouble >= 0 && pm->valuedouble <= 1))
+        return srv_fail(e, 400, "invalid_value", "speculative.p_min", "'speculative.p_min' must be in [0, 1]");
+    if (pm) r->spec_p_min = (float)pm->valuedouble;
+    return 0;
+}
+
 int srv_req_parse(srv_req *r, srv_ep ep, const char *body, size_t len, srv_apierr *e) {
     memset(r, 0, sizeof *r);
     r->ep = ep;
@@ -361,7 +413,7 @@ int srv_req_parse(srv_req *r, srv_ep ep, const char *body, size_t len, srv_apier
     if (model && dup_string(model, "model", &r->model, NULL, e)) goto out;
     if (ep == SRV_EP_CHAT ? parse_messages(r, root, e) : parse_prompt(r, root, e)) goto out;
     if (parse_sampling(r, root, e) || parse_limits(r, root, e) || parse_stop(r, root, e) ||
-        parse_format(r, root, e))
+        parse_format(r, root, e) || parse_spec(r, root, e))
         goto out;
     rc = 0;
 out:
@@ -471,6 +523,15 @@ static cJSON *usage_obj(const srv_task *t) {
     return u;
 }
 
+/* Extension beside "usage": what speculative decoding did for the request. */
+static void add_spec_usage(cJSON *o, const srv_task *t) {
+    if (t->spec.kind == SPEC_NONE) return;
+    cJSON *sp = cJSON_AddObjectToObject(o, "speculative");
+    cJSON_AddStringToObject(sp, "type", t->spec.kind == SPEC_NGRAM ? "ngram" : "draft");
+    cJSON_AddNumberToObject(sp, "drafted", (double)t->spec_drafted);
+    cJSON_AddNumberToObject(sp, "accepted", (double)t->spec_accepted);
+}
+
 static cJSON *envelope(const srv_task *t, bool chunk) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", t->id);
@@ -507,6 +568,7 @@ char *srv_json_final(const srv_task *t) {
     nd_free(text);
     cJSON_AddStringToObject(c, "finish_reason", t->finish ? t->finish : "stop");
     cJSON_AddItemToObject(o, "usage", usage_obj(t));
+    add_spec_usage(o, t);
     return print_free(o);
 }
 
@@ -557,6 +619,7 @@ int srv_sse_usage(nd_buf *out, const srv_task *t) {
     cJSON *o = envelope(t, true);
     cJSON_AddArrayToObject(o, "choices");
     cJSON_AddItemToObject(o, "usage", usage_obj(t));
+    add_spec_usage(o, t);
     return sse_append(out, o);
 }
 
@@ -581,6 +644,8 @@ char *srv_json_models(const srv_t *s) {
         cJSON_AddNumberToObject(meta, "n_ctx_train", (double)s->m->hp.n_ctx_train);
         cJSON_AddNumberToObject(meta, "n_slots", s->n_slots);
         cJSON_AddStringToObject(meta, "chat_template", chat_tmpl_name(s->tmpl));
+        cJSON_AddStringToObject(meta, "speculative",
+                                s->spec.kind == SPEC_DRAFT ? "draft" : s->spec.kind == SPEC_NGRAM ? "ngram" : "off");
     }
     return print_free(o);
 }

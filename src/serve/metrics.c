@@ -45,6 +45,12 @@ char *srv_metrics_text(srv_t *s) {
       "nindub_generated_tokens_total %llu\n", (unsigned long long)m.gen_tokens);
     P("# HELP nindub_generation_tokens_per_second Generated tokens/s over the last second of work.\n"
       "# TYPE nindub_generation_tokens_per_second gauge\nnindub_generation_tokens_per_second %.3f\n", tps);
+    P("# HELP nindub_spec_drafted_tokens_total Draft tokens proposed and verified (speculative decoding).\n"
+      "# TYPE nindub_spec_drafted_tokens_total counter\nnindub_spec_drafted_tokens_total %llu\n",
+      (unsigned long long)m.spec_drafted);
+    P("# HELP nindub_spec_accepted_tokens_total Draft tokens the target accepted.\n"
+      "# TYPE nindub_spec_accepted_tokens_total counter\nnindub_spec_accepted_tokens_total %llu\n",
+      (unsigned long long)m.spec_accepted);
     P("# HELP nindub_engine_steps_total Batched forward passes.\n# TYPE nindub_engine_steps_total counter\n"
       "nindub_engine_steps_total %llu\n", (unsigned long long)m.steps);
     P("# HELP nindub_batch_tokens_total Tokens run through the model (prompt + generation).\n"

@@ -17,6 +17,12 @@
  * Context: every slot has its own KV sequence of n_ctx positions (so the KV cache holds
  * n_parallel * n_ctx positions; llama.cpp divides -c by --parallel instead).
  *
+ * Speculative decoding: a slot whose request drafts (server default or the request's
+ * "speculative" field) puts [pending, draft...] into the same step and keeps what
+ * verification accepts; greedy output is token for token that of plain decoding. One draft
+ * model serves all slots; each slot that drafts with it has its own draft context of n_ctx
+ * positions (created the first time it is needed). See slots.c.
+ *
  * Ownership: srv_new copies every string it is given. srv_free stops everything.
  */
 #ifndef ND_SERVE_H
@@ -44,6 +50,17 @@ typedef struct srv_params {
     double shutdown_grace;  /* seconds running generations may finish after stop; < 0 = 5 */
     int kv_type;            /* ND_TYPE_F16 (0 = default) or ND_TYPE_F32 */
     nd_logger log;          /* request / lifecycle log; fn NULL = silent */
+    /* speculative decoding (all 0 = off): the drafter requests get unless they say otherwise
+     * (request field "speculative"); flags and meanings as `nindub run` */
+    const char *draft_path; /* --draft FILE: draft model with the target's vocabulary; NULL = none */
+    int spec_kind;          /* 0 off; 1 draft model (implied by draft_path); 2 n-gram (spec_kind) */
+    int draft_max;          /* longest draft; 0 = the drafter's default (model 8, n-gram 16) */
+    int draft_min;          /* drop drafts shorter than this (0) */
+    float draft_p_min;      /* draft model: stop below this top probability; < 0 = 0.3 (the
+                               default srv_default_params sets) */
+    bool draft_fixed;       /* always draft draft_max (default: adapt to acceptance and costs) */
+    int draft_threads;      /* draft model threads per slot; 0 = n_threads */
+    int ngram_min, ngram_max; /* n-gram suffix lengths; 0 = 2, 4 */
     /* testing aids (0 = off): sleep this long after every engine step / before loading,
      * so tests can hold a slot busy or observe the loading state deterministically */
     int test_step_delay_ms, test_load_delay_ms;

@@ -7,7 +7,38 @@
 #include "serve/srv_internal.h"
 
 srv_params srv_default_params(void) {
-    return (srv_params){.host = "127.0.0.1", .port = 8080, .n_parallel = 4, .shutdown_grace = 5};
+    return (srv_params){.host = "127.0.0.1", .port = 8080, .n_parallel = 4, .shutdown_grace = 5, .draft_p_min = -1};
+}
+
+/* The server's drafter from the parameters: defaults of its kind, then the flags. */
+static int resolve_spec(const srv_params *q, spec_params *out, nd_err *err) {
+    int kind = q->spec_kind;
+    if (q->draft_path && *q->draft_path && kind == SPEC_NONE) kind = SPEC_DRAFT;
+    if (kind != SPEC_NONE && kind != SPEC_DRAFT && kind != SPEC_NGRAM)
+        return nd_seterr(err, ND_EINVAL, "speculative decoding: unknown drafter kind %d", kind);
+    if (kind == SPEC_DRAFT && !(q->draft_path && *q->draft_path))
+        return nd_seterr(err, ND_EINVAL, "speculative decoding with a draft model needs --draft FILE");
+    if (kind == SPEC_NGRAM && q->draft_path && *q->draft_path)
+        return nd_seterr(err, ND_EINVAL, "--draft and --spec ngram exclude each other");
+    spec_params p = spec_default_params(kind == SPEC_NONE ? SPEC_DRAFT : (spec_kind)kind);
+    p.kind = (spec_kind)kind;
+    if (q->draft_max) p.draft_max = q->draft_max;
+    if (q->draft_p_min >= 0) p.p_min = q->draft_p_min;
+    p.draft_min = q->draft_min;
+    p.adaptive = !q->draft_fixed;
+    p.draft_threads = q->draft_threads ? q->draft_threads : q->n_threads;
+    if (q->ngram_min) p.ngram_min = q->ngram_min;
+    if (q->ngram_max) p.ngram_max = q->ngram_max;
+    if (p.draft_max < 1 || p.draft_max > SPEC_MAX_DRAFT || p.draft_min < 0 || p.draft_min > p.draft_max)
+        return nd_seterr(err, ND_EINVAL, "draft length: need 1 <= --draft-max <= %d and 0 <= --draft-min <= --draft-max "
+                         "(got %d, %d)", SPEC_MAX_DRAFT, p.draft_max, p.draft_min);
+    if (!(p.p_min <= 1)) return nd_seterr(err, ND_EINVAL, "--draft-p-min must be in [0, 1]");
+    if (p.ngram_min < 1 || p.ngram_max < p.ngram_min || p.ngram_max > 16)
+        return nd_seterr(err, ND_EINVAL, "n-gram sizes: need 1 <= --ngram-min <= --ngram-max <= 16 (got %d, %d)",
+                         p.ngram_min, p.ngram_max);
+    if (p.draft_threads < 0) return nd_seterr(err, ND_EINVAL, "--draft-threads must be positive");
+    *out = p;
+    return 0;
 }
 
 static char *dup_or_null(const char *s) { return s ? nd_strdup(s) : NULL; }
@@ -41,21 +72,26 @@ srv_t *srv_new(const srv_params *p, nd_err *err) {
         nd_seterr(err, ND_EINVAL, "server parameters out of range (parallel 1..256, batch 1..65536, port 0..65535)");
         return NULL;
     }
+    spec_params sp;
+    if (resolve_spec(&q, &sp, err)) return NULL;
     srv_t *s = nd_calloc(1, sizeof *s);
     if (!s) {
         nd_seterr(err, ND_ENOMEM, "out of memory");
         return NULL;
     }
     s->p = q;
+    s->spec = sp;
     s->listen_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv_engine, NULL);
     s->state = SRV_LOADING;
     s->model_path = nd_strdup(q.model_path);
+    s->draft_path = dup_or_null(sp.kind == SPEC_DRAFT ? q.draft_path : NULL);
     s->host = nd_strdup(q.host ? q.host : "127.0.0.1");
     s->api_key = dup_or_null(q.api_key && *q.api_key ? q.api_key : NULL);
     s->model_id = q.alias && *q.alias ? nd_strdup(q.alias) : model_name(q.model_path);
-    if (!s->model_path || !s->host || !s->model_id || (q.api_key && *q.api_key && !s->api_key)) {
+    if (!s->model_path || !s->host || !s->model_id || (q.api_key && *q.api_key && !s->api_key) ||
+        (sp.kind == SPEC_DRAFT && !s->draft_path)) {
         srv_free(s);
         nd_seterr(err, ND_ENOMEM, "out of memory");
         return NULL;
@@ -94,6 +130,8 @@ static int load(srv_t *s, nd_err *err) {
         return nd_seterr(err, ND_EFORMAT, "the tokenizer has %d tokens but the model only %lld rows of logits",
                          tok_n_vocab(s->vocab), (long long)s->m->hp.n_vocab);
     s->tmpl = pick_template(s, g);
+    if (s->draft_path && !(s->draft = spec_draft_model_load(s->draft_path, s->vocab, s->m->hp.n_vocab, err)))
+        return err->code;
     model_ctx_params cp = model_ctx_default_params();
     cp.n_ctx = s->p.n_ctx;
     cp.n_threads = s->p.n_threads;
@@ -106,6 +144,7 @@ static int load(srv_t *s, nd_err *err) {
     size_t nb = (size_t)s->p.n_batch + (size_t)s->n_slots;
     s->slots = nd_calloc((size_t)s->n_slots, sizeof *s->slots);
     s->logits = nd_malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof(float));
+    s->logits_rows = s->n_slots;
     s->b_tok = nd_malloc(nb * sizeof *s->b_tok);
     s->b_seq = nd_malloc(nb * sizeof *s->b_seq);
     s->b_pos = nd_malloc(nb * sizeof *s->b_pos);
@@ -115,7 +154,10 @@ static int load(srv_t *s, nd_err *err) {
         return nd_seterr(err, ND_ENOMEM, "out of memory for %d slots", s->n_slots);
     for (int32_t i = 0; i < tok_n_vocab(s->vocab); i++)
         if (tok_is_eog(s->vocab, i)) s->eog[s->n_eog++] = i;
-    for (int i = 0; i < s->n_slots; i++) s->slots[i].id = i;
+    for (int i = 0; i < s->n_slots; i++) {
+        s->slots[i].id = i;
+        s->slots[i].srv = s;
+    }
     return srv_engine_start(s, err);
 }
 
@@ -138,6 +180,10 @@ int srv_load(srv_t *s, nd_err *err) {
         nd_log(&s->p.log, ND_LOG_INFO, "model %s (%s, %lld layers, vocab %d, template %s) loaded in %.2fs; %d slots x %lld "
                "positions, %d threads", s->model_id, s->m->hp.arch_name, (long long)s->m->hp.n_layer, s->n_vocab,
                chat_tmpl_name(s->tmpl), nd_time_s() - t0, s->n_slots, (long long)s->n_ctx, model_ctx_n_threads(s->ctx));
+    if (!rc && s->spec.kind != SPEC_NONE)
+        nd_log(&s->p.log, ND_LOG_INFO, "speculative decoding by default: %s%s, draft-max %d%s",
+               s->spec.kind == SPEC_NGRAM ? "n-gram lookup" : "draft model ",
+               s->spec.kind == SPEC_DRAFT ? s->draft_path : "", s->spec.draft_max, s->spec.adaptive ? " (adaptive)" : "");
     return rc;
 }
 
@@ -166,6 +212,8 @@ void srv_free(srv_t *s) {
         nd_buf_free(&sl->gen);
         nd_buf_free(&sl->out);
         nd_free(sl->cache);
+        spec_seq_free(sl->spec);
+        grammar_state_free(sl->gs_tmp);
     }
     nd_free(s->slots);
     nd_free(s->logits);
@@ -175,11 +223,13 @@ void srv_free(srv_t *s) {
     nd_free(s->b_want);
     nd_free(s->eog);
     model_ctx_free(s->ctx);
+    spec_draft_model_free(s->draft);
     if (s->m) model_free(s->m);
     tok_free(s->vocab);
     pthread_cond_destroy(&s->cv_engine);
     pthread_mutex_destroy(&s->mu);
     nd_free(s->model_path);
+    nd_free(s->draft_path);
     nd_free(s->host);
     nd_free(s->api_key);
     nd_free(s->model_id);

@@ -9,12 +9,29 @@
  *
  * A slot's `cache` mirrors its KV sequence token for token; a new task takes the idle slot
  * whose cache shares the longest prefix with its prompt and only the rest is computed.
+ *
+ * Speculative decoding. A generating slot whose task drafts (task.spec) proposes up to k
+ * tokens (spec_draft: n-gram lookup or the shared draft model in the slot's own draft
+ * context) and puts [pending, draft...] at positions n_cache.. into the step, a logits row
+ * for each. The drafts come out of the step's n_batch budget (at most half of what is left
+ * when prompts wait; never past the GEMM threshold, see engine_drafts), and k is also
+ * bounded by the slot's context and max_tokens.
+ * spec_verify then yields the accepted drafts plus one token, taken one by one exactly as
+ * sampled tokens are (EOG, grammar, stop strings, limits, logprobs from their own rows).
+ * Rollback: the cache keeps pending + the accepted drafts, and the KV sequence is truncated
+ * to it (model_ctx_seq_truncate); the next step writes from there. A grammar works under
+ * greedy verification: drafts are filtered by a grammar scratch state (spec_params.allow)
+ * and each row is picked by constrained sampling (spec_params.pick) on another scratch
+ * copy advanced over the tokens picked before it; the slot's own grammar state advances
+ * only as the tokens are taken. Sampled (temperature > 0) requests with a grammar decode
+ * plainly (srv_task_new refuses an explicit "speculative" for them).
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "kernels/kernels.h" /* K_GEMM_MIN_TOKENS */
 #include "sample/stop.h"
 #include "serve/srv_internal.h"
 
@@ -112,6 +129,49 @@ static int task_tokens(srv_t *s, srv_task *t, srv_apierr *e) {
     return 0;
 }
 
+/* The drafter the request gets: its "speculative" field against what the server has. */
+static int task_spec(const srv_t *s, srv_task *t, srv_apierr *e) {
+    const srv_req *r = &t->req;
+    spec_kind kind = SPEC_NONE;
+    switch (r->spec) {
+    case SRV_SPEC_DEFAULT: kind = s->spec.kind; break;
+    case SRV_SPEC_OFF: kind = SPEC_NONE; break;
+    case SRV_SPEC_SERVER:
+        if (s->spec.kind == SPEC_NONE)
+            return srv_fail(e, 400, "speculative_unavailable", "speculative",
+                            "'speculative' asks for the server's drafter, but this server was started without "
+                            "--draft FILE or --spec ngram (ask for \"ngram\" instead)");
+        kind = s->spec.kind;
+        break;
+    case SRV_SPEC_NGRAM: kind = SPEC_NGRAM; break;
+    case SRV_SPEC_DRAFT:
+        if (!s->draft)
+            return srv_fail(e, 400, "speculative_unavailable", "speculative",
+                            "speculative \"draft\" needs a draft model, but this server was started without "
+                            "--draft FILE (use \"ngram\", or restart the server with --draft)");
+        kind = SPEC_DRAFT;
+        break;
+    }
+    t->spec = spec_default_params(SPEC_NONE);
+    if (kind == SPEC_NONE) return 0;
+    if (t->gram && r->sp.temp > 0) { /* constrained sampling has no exact verification rule here */
+        if (r->spec == SRV_SPEC_DEFAULT) return 0;
+        return srv_fail(e, 400, "unsupported_combination", "speculative",
+                        "speculative decoding with a grammar or a JSON response_format needs temperature 0; "
+                        "set \"temperature\": 0 or drop 'speculative'");
+    }
+    spec_params p = kind == s->spec.kind ? s->spec : spec_default_params(kind);
+    p.adaptive = s->spec.adaptive;
+    p.ngram_min = s->spec.ngram_min, p.ngram_max = s->spec.ngram_max;
+    p.draft_threads = s->spec.draft_threads;
+    if (r->spec_draft_max) p.draft_max = r->spec_draft_max;
+    if (r->spec_p_min >= 0) p.p_min = r->spec_p_min;
+    if (p.draft_min > p.draft_max) p.draft_min = p.draft_max;
+    p.n_ctx = s->n_ctx;
+    t->spec = p;
+    return 0;
+}
+
 int srv_task_new(srv_t *s, srv_req *r, srv_task **out, srv_apierr *e) {
     *out = NULL;
     if (r->model && strcmp(r->model, s->model_id) != 0)
@@ -125,7 +185,7 @@ int srv_task_new(srv_t *s, srv_req *r, srv_task **out, srv_apierr *e) {
     t->refs = 1;
     t->model_id = s->model_id;
     t->created = (int64_t)time(NULL);
-    if (task_tokens(s, t, e) || task_grammar(&t->req, &t->gram, e)) {
+    if (task_tokens(s, t, e) || task_grammar(&t->req, &t->gram, e) || task_spec(s, t, e)) {
         task_free(t);
         return -1;
     }
@@ -181,6 +241,12 @@ static void slot_clear_task_state(srv_slot *sl) {
     sl->smp = NULL;
     grammar_state_free(sl->gs);
     sl->gs = NULL;
+    grammar_state_free(sl->gs_tmp);
+    sl->gs_tmp = NULL;
+    sl->spec_on = sl->spec_begun = false;
+    sl->n_draft = 0;
+    sl->spec_drafted = sl->spec_accepted = 0;
+    memset(&sl->pick_err, 0, sizeof sl->pick_err);
     cJSON_Delete(sl->lp);
     sl->lp = NULL;
     sl->gen.len = 0;
@@ -240,6 +306,7 @@ static int slot_assign_locked(srv_t *s, srv_slot *sl, srv_task *t) {
     if (t->gram && !(sl->gs = grammar_state_new(t->gram, &err))) return err.code;
     if (t->req.logprobs >= 0 && !t->req.stream && !(sl->lp = cJSON_CreateArray())) return ND_ENOMEM;
     tok_stream_init(&sl->ts, s->vocab, 0);
+    sl->spec_on = t->spec.kind != SPEC_NONE;
     sl->task = t;
     sl->t_start = nd_time_s();
     t->n_cached = (int64_t)keep;
@@ -350,25 +417,22 @@ static void mask_eog(const srv_t *s, float *logits) {
     for (int i = 0; i < s->n_eog; i++) logits[s->eog[i]] = -INFINITY;
 }
 
-/* Samples the next token of a slot from its logits row and handles what it means. */
-static void slot_sample(srv_t *s, srv_slot *sl, float *logits) {
+static const char dead_end_msg[] = "the grammar cannot be continued with this model's vocabulary (no allowed token)";
+
+/* Takes tok, picked from the logits row, as the slot's next token: EOG, grammar, text,
+ * stop strings, limits; it becomes pending unless the task ends. smp_done: the chain has
+ * accepted it already (speculative verification). */
+static void slot_take(srv_t *s, srv_slot *sl, int32_t tok, const float *logits, bool smp_done) {
     srv_task *t = sl->task;
     const srv_req *r = &t->req;
     nd_err err = {0};
-    if (r->ignore_eos && !sl->gs) mask_eog(s, logits);
-    int32_t tok = sl->gs ? smp_sample_constrained(sl->smp, logits, sl->gs, s->vocab, &err) : smp_sample(sl->smp, logits);
-    if (tok < 0) {
-        slot_fail(sl, 400, "grammar_dead_end",
-                  "the grammar cannot be continued with this model's vocabulary (no allowed token)");
-        return;
-    }
     cJSON *lp = r->logprobs >= 0 ? srv_logprob_entry(s, logits, tok, r->logprobs) : NULL;
     if (tok >= tok_n_vocab(s->vocab) || tok_is_eog(s->vocab, tok)) {
         cJSON_Delete(lp);
         slot_finish(sl, "stop");
         return;
     }
-    smp_accept(sl->smp, tok);
+    if (!smp_done) smp_accept(sl->smp, tok);
     if (sl->gs && grammar_state_accept_token(sl->gs, s->vocab, tok, &err)) {
         cJSON_Delete(lp);
         slot_fail(sl, 500, "grammar_error", err.msg);
@@ -397,6 +461,154 @@ static void slot_sample(srv_t *s, srv_slot *sl, float *logits) {
     else sl->pending = tok;
 }
 
+/* Samples the next token of a slot from its logits row and takes it. */
+static void slot_sample(srv_t *s, srv_slot *sl, float *logits) {
+    nd_err err = {0};
+    if (sl->task->req.ignore_eos && !sl->gs) mask_eog(s, logits);
+    int32_t tok = sl->gs ? smp_sample_constrained(sl->smp, logits, sl->gs, s->vocab, &err) : smp_sample(sl->smp, logits);
+    if (tok < 0) {
+        slot_fail(sl, 400, "grammar_dead_end", dead_end_msg);
+        return;
+    }
+    slot_take(s, sl, tok, logits, false);
+}
+
+/* ================================================================ speculative decoding */
+
+/* Draft filter (spec_params.allow): the grammar must accept tok after the pending token
+ * and drafted[0..n); an ignore_eos request never drafts EOG. gs_tmp follows the draft. */
+static bool slot_allow(void *user, const int32_t *drafted, int n, int32_t tok) {
+    srv_slot *sl = user;
+    const srv_t *s = sl->srv;
+    if (sl->task->req.ignore_eos && tok < tok_n_vocab(s->vocab) && tok_is_eog(s->vocab, tok)) return false;
+    if (!sl->gs) return true;
+    nd_err err = {0};
+    if (n == 0 || n < sl->tmp_n) {
+        if (grammar_state_copy(sl->gs_tmp, sl->gs, &err)) return false;
+        sl->tmp_n = 0;
+    }
+    while (sl->tmp_n < n)
+        if (grammar_state_accept_token(sl->gs_tmp, s->vocab, drafted[sl->tmp_n++], &err)) return false;
+    return grammar_state_accepts_token(sl->gs_tmp, s->vocab, tok);
+}
+
+/* Greedy verification under the grammar (spec_params.pick): row i is picked as plain
+ * constrained decoding would pick it after the tokens picked for rows 0..i-1 (gs_tmp
+ * follows them; the slot's gs advances later, as the tokens are taken). */
+static int32_t slot_pick(void *user, smp_chain *smp, const float *row, int i) {
+    srv_slot *sl = user;
+    const srv_t *s = sl->srv;
+    nd_err err = {0};
+    int rc = i == 0 ? grammar_state_copy(sl->gs_tmp, sl->gs, &err)
+                    : grammar_state_accept_token(sl->gs_tmp, s->vocab, sl->pick_last, &err);
+    if (rc) {
+        srv_fail(&sl->pick_err, 500, "grammar_error", NULL, "%s", err.msg);
+        return rc;
+    }
+    int32_t tok = smp_sample_constrained(smp, row, sl->gs_tmp, s->vocab, &err);
+    if (tok < 0) srv_fail(&sl->pick_err, 400, "grammar_dead_end", NULL, "%s", dead_end_msg);
+    sl->pick_last = tok;
+    return tok;
+}
+
+/* The first speculative step of a task: the slot's spec_seq (made on first use, then
+ * re-targeted per task; its draft context keeps its cache) gets the task's drafter and
+ * sampling parameters and the history cache + pending. False: plain decoding instead. */
+static bool slot_spec_begin(srv_t *s, srv_slot *sl) {
+    srv_task *t = sl->task;
+    nd_err err = {0};
+    spec_params p = t->spec;
+    if (sl->gs || t->req.ignore_eos) p.allow = slot_allow, p.allow_user = sl;
+    if (sl->gs) p.pick = slot_pick, p.pick_user = sl;
+    sl->spec_begun = true;
+    if (sl->gs && !(sl->gs_tmp = grammar_state_clone(sl->gs, &err))) goto fail;
+    if (!sl->spec) {
+        spec_params base = spec_default_params(SPEC_NGRAM);
+        if (!(sl->spec = spec_seq_new(&base, NULL, &t->req.sp, s->n_vocab, &err))) goto fail;
+    }
+    if (spec_seq_retarget(sl->spec, &p, s->draft, &t->req.sp, &err)) goto fail;
+    if (cache_push(sl, sl->pending)) {
+        nd_seterr(&err, ND_ENOMEM, "out of memory");
+        goto fail;
+    }
+    sl->n_cache--; /* pending is not in the KV sequence yet */
+    if (spec_seq_begin(sl->spec, sl->cache, sl->n_cache + 1, &err)) goto fail;
+    return true;
+fail:
+    nd_log(&s->p.log, ND_LOG_WARN, "slot %d: speculative decoding off for %s: %s", sl->id, t->id, err.msg);
+    sl->spec_on = false;
+    return false;
+}
+
+/* The longest draft a generating slot may verify this step: its draft_max, the positions
+ * left after the pending token, the tokens left beyond the one verification always gives. */
+static int slot_draft_cap(const srv_t *s, const srv_slot *sl) {
+    const srv_task *t = sl->task;
+    int64_t cap = t->spec.draft_max, room = s->n_ctx - 1 - (int64_t)sl->n_cache, left = t->max_gen - sl->n_gen - 1;
+    if (room < cap) cap = room;
+    if (left < cap) cap = left;
+    return cap > 0 ? (int)cap : 0;
+}
+
+/* Draws the slot's draft for this step (max may be 0: the pending token is verified alone,
+ * which keeps the sequence's history in step). A failing drafter only costs the draft. */
+static int slot_draft(srv_t *s, srv_slot *sl, int max) {
+    nd_err err = {0};
+    int nd = 0;
+    if (spec_draft(sl->spec, max, sl->draft, &nd, &err)) {
+        nd_log(&s->p.log, ND_LOG_DEBUG, "slot %d: no draft this step: %s", sl->id, err.msg);
+        nd = 0;
+    }
+    return nd;
+}
+
+/* After the step: verifies the slot's draft against its rows [1 + n_draft][n_vocab] and
+ * takes the tokens; rolls the cache and KV sequence back to pending + accepted drafts. */
+static void slot_verify(srv_t *s, srv_slot *sl, float *rows, uint64_t *accepted) {
+    int nd = sl->n_draft;
+    size_t V = (size_t)s->n_vocab;
+    sl->n_cache -= (size_t)nd; /* pending stays; each accepted draft re-enters below */
+    if (sl->task->req.ignore_eos && !sl->gs)
+        for (int j = 0; j <= nd; j++) mask_eog(s, rows + (size_t)j * V);
+    int32_t out[SPEC_MAX_DRAFT + 1];
+    int n_out = 0;
+    nd_err err = {0};
+    memset(&sl->pick_err, 0, sizeof sl->pick_err);
+    int64_t acc0 = spec_seq_stats(sl->spec)->n_accepted;
+    int rc = spec_verify(sl->spec, sl->smp, rows, sl->draft, nd, out, &n_out, &err);
+    int64_t acc = spec_seq_stats(sl->spec)->n_accepted - acc0;
+    sl->spec_drafted += nd;
+    sl->spec_accepted += acc;
+    *accepted += (uint64_t)acc;
+    for (int j = 0; j < n_out && !sl->fin_set; j++) {
+        if (j > 0) sl->n_cache++; /* out[j - 1] == draft[j - 1] is in the KV sequence */
+        slot_take(s, sl, out[j], rows + (size_t)j * V, true);
+    }
+    if (rc && !sl->fin_set) {
+        if (sl->pick_err.status) {
+            sl->fin_err = sl->pick_err;
+            slot_finish(sl, "stop");
+        } else {
+            char msg[ND_ERR_MSG + 40];
+            snprintf(msg, sizeof msg, "speculative verification failed: %s", err.msg);
+            slot_fail(sl, 500, "internal_error", msg);
+        }
+    }
+    model_ctx_seq_truncate(s->ctx, sl->id, (int64_t)sl->n_cache, NULL);
+}
+
+/* Room for `rows` logits rows (grown once drafts need more than one row per slot). */
+static bool logits_reserve(srv_t *s, int64_t rows) {
+    if (rows <= s->logits_rows) return true;
+    uint64_t bytes;
+    if (!nd_mul_ok((uint64_t)rows, (uint64_t)s->n_vocab * sizeof(float), &bytes) || bytes > SIZE_MAX) return false;
+    float *p = nd_realloc(s->logits, (size_t)bytes);
+    if (!p) return false;
+    s->logits = p;
+    s->logits_rows = rows;
+    return true;
+}
+
 /* The tail of a finished task: remaining text, the final chunk(s). */
 static void slot_wrap_up(srv_slot *sl) {
     srv_task *t = sl->task;
@@ -411,6 +623,8 @@ static void slot_wrap_up(srv_slot *sl) {
         srv_sse_delta(&sl->out, t, "", 0, t->req.ep == SRV_EP_CHAT && !sl->role_sent, sl->fin, NULL);
         if (t->req.include_usage) {
             t->n_gen = sl->n_gen; /* the engine owns these until done; read by the builder */
+            t->spec_drafted = sl->spec_drafted;
+            t->spec_accepted = sl->spec_accepted;
             srv_sse_usage(&sl->out, t);
         }
     }
@@ -430,6 +644,8 @@ static void engine_publish_locked(srv_t *s) {
         if (!sl->fin_set) continue;
         t->finish = sl->fin;
         t->n_gen = sl->n_gen;
+        t->spec_drafted = sl->spec_drafted;
+        t->spec_accepted = sl->spec_accepted;
         t->err = sl->fin_err;
         if (!t->req.stream && !t->err.status) {
             t->text = nd_strndup(sl->gen.data ? sl->gen.data : "", sl->gen.len);
@@ -451,36 +667,77 @@ static void sort_by_start(srv_t *s, int *idx, int n) {
         }
 }
 
+/* Drafts of the generating slots that speculate, within the step's budget (at most half of
+ * what the pending tokens leave when prompts wait). Drafts never lift a step of fewer than
+ * K_GEMM_MIN_TOKENS decodes to the blocked GEMM: below it a token's logits do not depend on
+ * the batch, which is what makes greedy verification reproduce plain decoding. Returns the
+ * draft tokens in all. */
+static int engine_drafts(srv_t *s, const int *dec, int n_dec, bool prompts_wait) {
+    int budget = s->p.n_batch - n_dec, want = 0;
+    if (prompts_wait) budget /= 2;
+    if (n_dec < K_GEMM_MIN_TOKENS && budget > K_GEMM_MIN_TOKENS - 1 - n_dec) budget = K_GEMM_MIN_TOKENS - 1 - n_dec;
+    for (int k = 0; k < n_dec; k++) {
+        srv_slot *sl = &s->slots[dec[k]];
+        sl->n_draft = 0;
+        if (sl->spec_on && !sl->spec_begun) slot_spec_begin(s, sl);
+        if (sl->spec_on) want += slot_draft_cap(s, sl);
+    }
+    if (budget > want) budget = want;
+    if (budget > 0 && !logits_reserve(s, (int64_t)s->n_slots + budget)) budget = 0;
+    int total = 0;
+    for (int k = 0; k < n_dec; k++) {
+        srv_slot *sl = &s->slots[dec[k]];
+        if (!sl->spec_on) continue;
+        int cap = slot_draft_cap(s, sl);
+        sl->n_draft = slot_draft(s, sl, cap < budget - total ? cap : budget - total);
+        total += sl->n_draft;
+    }
+    return total;
+}
+
 /* One forward pass over all busy slots (no lock held; only the engine touches slots). */
 static void engine_step(srv_t *s) {
-    int n = 0, n_dec = 0, pre[1024], n_pre = 0;
+    int n = 0, row = 0, n_dec = 0, dec[1024], pre[1024], n_pre = 0;
     for (int i = 0; i < s->n_slots; i++) {
         srv_slot *sl = &s->slots[i];
+        sl->b_n = 0;
         if (!sl->task || sl->fin_set) continue;
-        if (sl->generating) {
-            s->b_tok[n] = sl->pending;
+        if (sl->generating) dec[n_dec++] = i;
+        else pre[n_pre++] = i;
+    }
+    int n_drafted = engine_drafts(s, dec, n_dec, n_pre > 0);
+    for (int k = 0; k < n_dec; k++) { /* [pending, draft...], a logits row each */
+        srv_slot *sl = &s->slots[dec[k]];
+        sl->b_first = n;
+        sl->b_row = row;
+        for (int j = 0; j <= sl->n_draft; j++) {
+            s->b_tok[n] = j ? sl->draft[j - 1] : sl->pending;
             s->b_seq[n] = sl->id;
-            s->b_pos[n] = (int64_t)sl->n_cache;
+            s->b_pos[n] = (int64_t)sl->n_cache + j;
             s->b_want[n++] = true;
-            n_dec++;
-        } else {
-            pre[n_pre++] = i;
         }
+        sl->b_n = 1 + sl->n_draft;
+        row += sl->b_n;
     }
     sort_by_start(s, pre, n_pre);
-    int room = s->p.n_batch - n_dec;
+    int room = s->p.n_batch - n, n_prompt = 0;
     if (room < 1) room = 1;
     for (int k = 0; k < n_pre && room > 0; k++) {
         srv_slot *sl = &s->slots[pre[k]];
         size_t left = sl->task->n_prompt - sl->n_cache, take = left < (size_t)room ? left : (size_t)room;
+        sl->b_first = n;
+        sl->b_row = row;
         for (size_t j = 0; j < take; j++) {
             size_t p = sl->n_cache + j;
             s->b_tok[n] = sl->task->prompt[p];
             s->b_seq[n] = sl->id;
             s->b_pos[n] = (int64_t)p;
-            s->b_want[n++] = p == sl->task->n_prompt - 1;
+            s->b_want[n] = p == sl->task->n_prompt - 1;
+            row += s->b_want[n++];
         }
+        sl->b_n = (int)take;
         room -= (int)take;
+        n_prompt += (int)take;
     }
     if (n == 0) return;
     double t0 = nd_time_s();
@@ -497,19 +754,25 @@ static void engine_step(srv_t *s) {
         }
         return;
     }
-    int row = 0, n_gen = 0;
-    for (int i = 0; i < n; i++) {
-        srv_slot *sl = &s->slots[s->b_seq[i]];
-        if (cache_push(sl, s->b_tok[i])) {
-            if (!sl->fin_set) slot_fail(sl, 500, "out_of_memory", "out of memory");
-            continue;
-        }
-        if (!s->b_want[i]) continue;
-        float *lg = s->logits + (size_t)row++ * (size_t)s->n_vocab;
-        if (sl->fin_set) continue;
-        sl->generating = true;
+    double t_fwd = nd_time_s() - t0;
+    int n_gen = 0;
+    uint64_t n_accepted = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        srv_slot *sl = &s->slots[i];
+        if (!sl->b_n) continue;
+        bool oom = false;
+        for (int j = 0; j < sl->b_n; j++) oom |= cache_push(sl, s->b_tok[sl->b_first + j]) != 0;
+        if (oom && !sl->fin_set) slot_fail(sl, 500, "out_of_memory", "out of memory");
+        if (sl->fin_set || !s->b_want[sl->b_first + sl->b_n - 1]) continue;
+        float *lg = s->logits + (size_t)sl->b_row * (size_t)s->n_vocab;
         int64_t before = sl->n_gen;
-        slot_sample(s, sl, lg);
+        if (sl->generating && sl->spec_on) {
+            if (n_prompt == 0) spec_note_target(sl->spec, sl->b_n, t_fwd); /* prompt chunks would skew the costs */
+            slot_verify(s, sl, lg, &n_accepted);
+        } else {
+            sl->generating = true;
+            slot_sample(s, sl, lg);
+        }
         n_gen += (int)(sl->n_gen - before);
     }
     double dt = nd_time_s() - t0;
@@ -517,6 +780,8 @@ static void engine_step(srv_t *s) {
     s->met.steps++;
     s->met.batch_tokens += (uint64_t)n;
     s->met.gen_tokens += (uint64_t)n_gen;
+    s->met.spec_drafted += (uint64_t)n_drafted;
+    s->met.spec_accepted += n_accepted;
     s->met.busy_s += dt;
     s->met.win_tok += (uint64_t)n_gen;
     double now = nd_time_s();

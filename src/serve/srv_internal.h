@@ -11,6 +11,7 @@
 #include "sample/grammar.h"
 #include "sample/sample.h"
 #include "serve/serve.h"
+#include "spec/spec.h"
 #include "tokenizer/chat.h"
 #include "tokenizer/tok.h"
 
@@ -41,6 +42,14 @@ char *srv_error_json(const srv_apierr *e);
 
 typedef enum srv_ep { SRV_EP_CHAT, SRV_EP_COMPLETION } srv_ep;
 typedef enum srv_rf { SRV_RF_TEXT, SRV_RF_JSON_OBJECT, SRV_RF_JSON_SCHEMA } srv_rf;
+/* The request's "speculative" field (extension). */
+typedef enum srv_spec_mode {
+    SRV_SPEC_DEFAULT = 0, /* absent / null: the server's drafter, if it has one */
+    SRV_SPEC_OFF,         /* false, "off" */
+    SRV_SPEC_SERVER,      /* true, or an object without "type": the server's drafter (400 if none) */
+    SRV_SPEC_NGRAM,       /* "ngram": prompt lookup, whatever the server's default */
+    SRV_SPEC_DRAFT,       /* "draft": the server's draft model (400 if none) */
+} srv_spec_mode;
 
 /* A validated request. Every pointer is owned (srv_req_free). */
 typedef struct srv_req {
@@ -62,6 +71,9 @@ typedef struct srv_req {
     srv_rf rf;
     char *schema;                /* json_schema: the schema, printed JSON */
     char *grammar;               /* GBNF text (extension field "grammar") */
+    srv_spec_mode spec;          /* extension field "speculative" */
+    int spec_draft_max;          /* its draft_max; 0 = the drafter's */
+    float spec_p_min;            /* its p_min; < 0 = the drafter's */
 } srv_req;
 
 /* Parses and validates a request body (any bytes). Unknown fields are ignored; every
@@ -80,6 +92,7 @@ typedef struct srv_task {
     size_t n_prompt;
     grammar *gram;               /* owned, NULL = unconstrained */
     int64_t max_gen;             /* effective token limit (>= 1) */
+    spec_params spec;            /* the drafter this request uses (kind SPEC_NONE: none) */
     char id[48];
     int64_t created;             /* unix seconds */
     const char *model_id;        /* the server's (outlives tasks) */
@@ -93,6 +106,7 @@ typedef struct srv_task {
     cJSON *logprobs;             /* non-stream: logprob entries (on done), or NULL */
     const char *finish;          /* "stop" / "length" (on done) */
     int64_t n_cached, n_gen;     /* usage */
+    int64_t spec_drafted, spec_accepted; /* usage extension (speculative) */
     srv_apierr err;              /* err.status != 0: failed (on done) */
     double t_queued;
     struct srv_task *next;       /* queue link */
@@ -118,6 +132,19 @@ typedef struct srv_slot {
     cJSON *lp;                   /* non-stream logprob entries (engine only) */
     double t_used;
     double t_start;
+    /* speculative decoding (engine only) */
+    struct srv *srv;             /* for the draft filter / pick hooks */
+    spec_seq *spec;              /* made the first time the slot drafts; kept across tasks */
+    bool spec_on;                /* this task drafts */
+    bool spec_begun;             /* spec_seq_begin done for this task */
+    int32_t draft[SPEC_MAX_DRAFT];
+    int n_draft;                 /* this step's draft */
+    grammar_state *gs_tmp;       /* grammar scratch of the draft filter and the pick */
+    int tmp_n;                   /* drafted tokens gs_tmp has advanced over */
+    int32_t pick_last;           /* the pick's previous token (gs_tmp not advanced over it yet) */
+    srv_apierr pick_err;         /* why the pick failed (status 0: it did not) */
+    int64_t spec_drafted, spec_accepted;
+    int b_first, b_n, b_row;     /* this step: tokens at b_tok[b_first..+b_n), first logits row */
     /* set by the engine step when the task ends, published under mu */
     bool fin_set;
     bool cut;                    /* ended by a stop string (nothing after it is sent) */
@@ -133,6 +160,7 @@ typedef struct srv_metrics {
     uint64_t status_500;
     uint64_t prompt_tokens, cached_tokens, gen_tokens;
     uint64_t steps, batch_tokens, cancelled;
+    uint64_t spec_drafted, spec_accepted; /* draft tokens verified / accepted */
     double busy_s;               /* engine time inside forward+sample */
     double tps;                  /* generated tokens/s over the last window */
     double win_t0;
@@ -143,7 +171,7 @@ enum { SRV_LOADING, SRV_READY, SRV_FAILED, SRV_STOPPING };
 
 struct srv {
     srv_params p;                /* strings below are owned copies */
-    char *model_path, *alias, *host, *api_key;
+    char *model_path, *alias, *host, *api_key, *draft_path;
     pthread_mutex_t mu;
     pthread_cond_t cv_engine;
     int state;                   /* mu */
@@ -156,6 +184,8 @@ struct srv {
     int64_t n_ctx;
     int32_t n_vocab;             /* rows of logits */
     int32_t *eog;                /* end-of-generation ids (ignore_eos masks them) */
+    spec_draft_model *draft;     /* --draft, or NULL */
+    spec_params spec;            /* the server's drafter, flags applied (kind SPEC_NONE: off) */
     int n_eog;
     char *model_id;
     /* engine */
@@ -168,7 +198,8 @@ struct srv {
     srv_task *q_head, *q_tail;   /* mu */
     int q_len;                   /* mu */
     int n_busy;                  /* mu */
-    float *logits;               /* [n_slots][n_vocab] */
+    float *logits;               /* [logits_rows][n_vocab] */
+    int64_t logits_rows;         /* n_slots, grown when drafts need more rows */
     float *lp_scratch;           /* [n_vocab] */
     int32_t *b_tok, *b_seq;      /* [n_batch + n_slots] */
     int64_t *b_pos;

@@ -61,9 +61,15 @@ static int check_params(const spec_params *p, const spec_draft_model *dm, nd_err
     return 0;
 }
 
+static int check_pick(const spec_params *p, const smp_params *sp, nd_err *err) {
+    if (p->pick && sp->temp > 0)
+        return nd_seterr(err, ND_EINVAL, "speculative decoding: a pick hook needs greedy sampling (temperature 0)");
+    return 0;
+}
+
 spec_seq *spec_seq_new(const spec_params *p, const spec_draft_model *dm, const smp_params *sp,
                        int64_t target_rows, nd_err *err) {
-    if (check_params(p, dm, err)) return NULL;
+    if (check_params(p, dm, err) || check_pick(p, sp, err)) return NULL;
     if (target_rows < 1 || target_rows > INT32_MAX) {
         nd_seterr(err, ND_EINVAL, "speculative decoding: %lld target logits", (long long)target_rows);
         return NULL;
@@ -81,8 +87,7 @@ spec_seq *spec_seq_new(const spec_params *p, const spec_draft_model *dm, const s
     q->pid = nd_malloc(rows * sizeof *q->pid);
     q->pp = nd_malloc(rows * sizeof *q->pp);
     q->qd = nd_calloc(rows, sizeof *q->qd);
-    q->logits = nd_malloc((size_t)(p->draft_max + 1) * rows * sizeof *q->logits);
-    if (!q->pid || !q->pp || !q->qd || !q->logits) goto oom;
+    if (!q->pid || !q->pp || !q->qd) goto oom;
     if (dm) {
         model_ctx_params cp = model_ctx_default_params();
         cp.n_ctx = p->n_ctx;
@@ -106,6 +111,77 @@ oom:
     spec_seq_free(q);
     nd_seterr(err, ND_ENOMEM, "speculative decoding: out of memory for %lld logits", (long long)target_rows);
     return NULL;
+}
+
+/* The draft model's context and logits for a sequence that has none yet. */
+static int open_draft_ctx(const spec_params *p, const spec_draft_model *dm, model_ctx **ctx, float **logits,
+                          nd_err *err) {
+    model_ctx_params cp = model_ctx_default_params();
+    cp.n_ctx = p->n_ctx;
+    cp.n_threads = p->draft_threads;
+    if (!(*ctx = model_ctx_new(dm->m, &cp, err))) return nd_preerr(err, "draft model: ");
+    if (!(*logits = nd_malloc((size_t)dm->m->hp.n_vocab * sizeof **logits))) {
+        model_ctx_free(*ctx);
+        *ctx = NULL;
+        return nd_seterr(err, ND_ENOMEM, "out of memory for the draft model's logits");
+    }
+    return 0;
+}
+
+int spec_seq_retarget(spec_seq *q, const spec_params *p, const spec_draft_model *dm, const smp_params *sp,
+                      nd_err *err) {
+    bool draft = p->kind == SPEC_DRAFT;
+    int rc = check_params(p, draft ? dm : NULL, err);
+    if (!rc) rc = check_pick(p, sp, err);
+    if (!rc && draft && q->dm && q->dm != dm)
+        rc = nd_seterr(err, ND_EINVAL, "speculative decoding: this sequence drafts with another model");
+    if (rc) return rc;
+    /* everything that can fail first, then commit */
+    model_ctx *dctx = NULL;
+    float *dlogits = NULL;
+    smp_chain *dsmp = NULL;
+    if (draft && !q->dctx && (rc = open_draft_ctx(p, dm, &dctx, &dlogits, err))) return rc;
+    if (draft) {
+        smp_params dp = *sp;
+        dp.repeat_penalty = 1, dp.freq_penalty = 0, dp.presence_penalty = 0, dp.penalty_last_n = 0;
+        if (!(dsmp = smp_new(&dp, dm->n_common, err))) rc = err ? err->code : ND_EINVAL;
+    }
+    if (rc) {
+        model_ctx_free(dctx);
+        nd_free(dlogits);
+        smp_free(dsmp);
+        return rc;
+    }
+    if (dctx) {
+        q->dctx = dctx;
+        q->dlogits = dlogits;
+        q->dm = dm;
+        q->dkv.n = 0;
+    }
+    if (dsmp) {
+        smp_free(q->dsmp);
+        q->dsmp = dsmp;
+    }
+    if (p->kind != q->p.kind) { /* drafting costs belong to the drafter */
+        q->td = q->ts = q->t_sync = 0;
+        q->td_n = q->ts_n = 0;
+        q->n_sync = 0;
+    }
+    spec_params np = *p;
+    np.n_ctx = q->p.n_ctx, np.draft_threads = q->p.draft_threads; /* those of the context kept */
+    if (dctx) np.n_ctx = p->n_ctx, np.draft_threads = p->draft_threads;
+    q->p = np;
+    q->sp = *sp;
+    q->greedy = sp->temp <= 0;
+    smp_rng_seed(&q->rng, sp->seed ^ 0x5bd1e9955bd1e995ull);
+    q->hist.n = 0;
+    q->n_last = 0;
+    q->acc_ema = q->tried_ema = 0;
+    q->probe_every = PROBE_MIN;
+    q->since_probe = 0;
+    q->probing = false;
+    spec_seq_reset_stats(q);
+    return 0;
 }
 
 void spec_seq_free(spec_seq *q) {
@@ -301,13 +377,17 @@ int spec_verify(spec_seq *q, smp_chain *smp, const float *logits, const int32_t 
     for (int i = 0; i < n_draft; i++)
         if (draft[i] < 0 || draft[i] >= q->rows)
             return nd_seterr(err, ND_EINVAL, "speculative decoding: draft token %d out of range", draft[i]);
-    int acc = 0;
+    int acc = 0, rc = 0;
     for (int i = 0; i <= n_draft; i++) {
         const float *row = logits + (size_t)i * (size_t)q->rows;
         int32_t t = -1;
         bool more;
         if (q->greedy) {
-            t = smp_sample(smp, row);
+            t = q->p.pick ? q->p.pick(q->p.pick_user, smp, row, i) : smp_sample(smp, row);
+            if (t < 0) {
+                rc = t;
+                break;
+            }
             more = i < n_draft && t == draft[i];
         } else {
             int64_t np = smp_dist(smp, row, q->pid, q->pp);
@@ -325,6 +405,10 @@ int spec_verify(spec_seq *q, smp_chain *smp, const float *logits, const int32_t 
         acc++;
     }
     if (spec_toks_push(&q->hist, out, (size_t)*n_out)) return nd_seterr(err, ND_ENOMEM, "out of memory");
+    if (rc) { /* the pick's error: the tokens before it stand, the statistics skip the step */
+        q->n_last = 0;
+        return rc;
+    }
     int tried = acc + (acc < n_draft);
     spec_stats *st = &q->st;
     st->n_steps++;
@@ -350,6 +434,15 @@ int spec_step(spec_seq *q, model_ctx *target, smp_chain *smp, int max_new, int32
     if (room < 1) return nd_seterr(err, ND_ERANGE, "context full");
     int64_t kmax = max_new - 1;
     if (kmax > room - 1) kmax = room - 1;
+    if (q->logits_k < q->p.draft_max) { /* made on first use: a server slot verifies in its own batch */
+        float *l = nd_malloc((size_t)(q->p.draft_max + 1) * (size_t)q->rows * sizeof *l);
+        if (!l)
+            return nd_seterr(err, ND_ENOMEM, "speculative decoding: out of memory for %d rows of logits",
+                             q->p.draft_max + 1);
+        nd_free(q->logits);
+        q->logits = l;
+        q->logits_k = q->p.draft_max;
+    }
     int32_t batch[SPEC_MAX_DRAFT + 1];
     int nd = 0;
     int rc = spec_draft(q, (int)(kmax < SPEC_MAX_DRAFT ? kmax : SPEC_MAX_DRAFT), batch + 1, &nd, err);

@@ -34,7 +34,10 @@
  * grammar forbids has p = 0 and is rejected, and the grammar only ever advances over
  * returned tokens, so it needs no rollback. Drafts may be filtered early by setting
  * spec_params.allow (called for every drafted token with the tokens drafted so far): a
- * drafter that stops at the first forbidden token wastes no verification work.
+ * drafter that stops at the first forbidden token wastes no verification work. A grammar
+ * kept outside the chain (the server's constrained sampling) plugs in through
+ * spec_params.pick for greedy verification: the caller's constrained pick replaces
+ * smp_sample row by row, so the output is what constrained greedy decoding gives.
  *
  * Use. One spec_draft_model may serve many sequences (read-only after load); a spec_seq is
  * per sequence (a `run`, a chat, a server slot). A server slot batching several sequences
@@ -73,6 +76,13 @@ typedef struct spec_params {
     /* Optional draft filter (grammar): false stops the draft before tok. */
     bool (*allow)(void *user, const int32_t *drafted, int n, int32_t tok);
     void *allow_user;
+    /* Optional greedy pick (a constraint applied outside the chain, e.g. a grammar state the
+     * caller keeps): greedy verification takes pick(pick_user, smp, row, i) instead of
+     * smp_sample(smp, row) for row i, called in order after smp_accept of the tokens before
+     * it. A negative return (ND_E*) ends verification (see spec_verify). Greedy only:
+     * spec_seq_new / spec_seq_retarget refuse it with temp > 0. */
+    int32_t (*pick)(void *user, smp_chain *smp, const float *row, int i);
+    void *pick_user;
 } spec_params;
 
 spec_params spec_default_params(spec_kind kind);
@@ -119,6 +129,17 @@ spec_seq *spec_seq_new(const spec_params *p, const spec_draft_model *dm, const s
                        int64_t target_rows, nd_err *err);
 void spec_seq_free(spec_seq *q);
 
+/* Re-targets a sequence to new work (a server slot taking its next request): new drafter
+ * and sampling parameters, an empty history (spec_seq_begin next), fresh statistics and
+ * acceptance estimate. Kept: the draft context and the tokens its cache holds (the next
+ * draft re-syncs from the longest common prefix, so a shared prompt prefix is not run
+ * again), and the measured target costs (drafting costs too unless the kind changes).
+ * p->kind SPEC_DRAFT needs dm; the draft context is created on the first such call
+ * (p->n_ctx, p->draft_threads; later calls keep it). SPEC_NGRAM ignores dm and leaves an
+ * existing draft context idle. On error the sequence is unchanged. */
+int spec_seq_retarget(spec_seq *q, const spec_params *p, const spec_draft_model *dm, const smp_params *sp,
+                      nd_err *err);
+
 /* Sets the accepted tokens: the target cache holds toks[0..n-1) and toks[n-1] is the
  * pending token (sampled, not yet run through the target). n >= 1. The learned costs and
  * acceptance rate are kept. Errors: ND_EINVAL, ND_ENOMEM. */
@@ -134,7 +155,10 @@ int spec_draft(spec_seq *q, int max, int32_t *draft, int *n_draft, nd_err *err);
  * pending token and the draft tokens (row i predicts the token after draft[i - 1]).
  * Writes 1..n_draft + 1 tokens to out (accepted drafts, then a correction or bonus token),
  * calls smp_accept on smp for each, appends them to the history (the last one becomes
- * pending) and updates the statistics. The draft must be the last spec_draft's output. */
+ * pending) and updates the statistics. The draft must be the last spec_draft's output.
+ * When a spec_params.pick returns an error, the tokens verified before it are still
+ * returned (*n_out may be 0), accepted and in the history, and its code is returned (err
+ * is left alone: the pick reports its own message). */
 int spec_verify(spec_seq *q, smp_chain *smp, const float *logits, const int32_t *draft, int n_draft,
                 int32_t *out, int *n_out, nd_err *err);
 /* Records how long a target pass over n tokens took (for the adaptive length). */

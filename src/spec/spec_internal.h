@@ -44,7 +44,8 @@ struct spec_seq {
     int32_t *pid;             /* [rows] target distribution ids */
     float *pp;                /* [rows] and probabilities */
     float *qd;                /* [rows] dense q of one position, zero between uses */
-    float *logits;            /* [(draft_max + 1) * rows] for spec_step */
+    float *logits;            /* [(logits_k + 1) * rows] for spec_step (made on its first call) */
+    int logits_k;             /* draft tokens logits has room for (0: none yet) */
 
     /* adaptive length */
     double acc_ema, tried_ema;        /* decayed sums of accepted / tried draft tokens */

@@ -1,22 +1,13 @@
 /* nindub serve: the OpenAI-compatible HTTP server (src/serve/). Listens first (so /health
  * can say "loading"), then loads the model; SIGINT/SIGTERM stop it cleanly (exit 0). */
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/pool.h"
 #include "serve/serve.h"
+#include "tools/gen.h"
 #include "tools/tools.h"
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -38,27 +29,52 @@ static void usage(FILE *f) {
             "  --grace S            on SIGINT/SIGTERM, seconds running requests may finish (default 5)\n"
             "  --kv f16|f32         KV cache type (default f16)\n"
             "  -v                   log more\n"
+            "speculative decoding by default (requests may override with \"speculative\"; same flags as run):\n"
+            "  --draft FILE         draft model with the same vocabulary (one per server, own context per slot)\n"
+            "  --spec ngram         draft from earlier text (prompt lookup); no second model\n"
+            "  --draft-max N        longest draft (default 8; ngram 16; at most 32)\n"
+            "  --draft-min N        drop drafts shorter than N (default 0)\n"
+            "  --draft-p-min P      stop drafting when the draft model's top probability < P (default 0.3)\n"
+            "  --draft-fixed        always draft up to --draft-max (default: adaptive length)\n"
+            "  --draft-threads N    draft model threads (default: as -t)\n"
+            "  --ngram-min N, --ngram-max N   suffix lengths the lookup matches (default 2, 4)\n"
             "testing aids: --test-step-delay-ms N (sleep after each engine step),\n"
             "              --test-load-delay-ms N (sleep before loading the model)\n"
             "endpoints: POST /v1/chat/completions, /v1/completions, /tokenize, /detokenize;\n"
             "           GET /v1/models, /health, /metrics\n");
 }
 
-static int num(const char *flag, const char *s, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "nindub serve: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
-        return -1;
+static bool spec_flag(const char *a) {
+    return !strcmp(a, "--draft") || !strcmp(a, "--spec") || !strncmp(a, "--draft-", 8) || !strncmp(a, "--ngram-", 8);
+}
+
+/* The speculative flags, parsed by run's own parser (tools/gen.c). */
+static int spec_finish(const gen_opts *g, srv_params *p) {
+    if (g->spec.kind == SPEC_NONE && g->spec_flags) {
+        fprintf(stderr, "nindub serve: --draft-* / --ngram-* options need --draft FILE or --spec ngram\n");
+        return 2;
     }
-    *out = v;
+    p->spec_kind = g->spec.kind;
+    p->draft_path = g->draft;
+    p->draft_max = g->spec.draft_max > 0 ? g->spec.draft_max : 0;
+    p->draft_min = g->spec.draft_min;
+    p->draft_p_min = g->spec.p_min;
+    p->draft_fixed = !g->spec.adaptive;
+    p->draft_threads = g->spec.draft_threads;
+    p->ngram_min = g->spec.ngram_min;
+    p->ngram_max = g->spec.ngram_max;
     return 0;
 }
 
 static int parse(int argc, char **argv, srv_params *p, bool *verbose) {
+    gen_opts g;
+    gen_opts_init(&g);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (spec_flag(a)) {
+            if (gen_opts_parse(&g, "serve", argc, argv, &i) < 0) return 2;
+            continue;
+        }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 1;
@@ -74,7 +90,7 @@ static int parse(int argc, char **argv, srv_params *p, bool *verbose) {
         }
         const char *v = argv[++i];
         double x = 0;
-#define NUM(lo, hi) if (num(a, v, lo, hi, &x)) return 2
+#define NUM(lo, hi) if (tool_num("serve", a, v, lo, hi, &x)) return 2
         if (!strcmp(a, "-m")) p->model_path = v;
         else if (!strcmp(a, "--host")) p->host = v;
         else if (!strcmp(a, "--port")) { NUM(0, 65535); p->port = (int)x; }
@@ -110,12 +126,7 @@ static int parse(int argc, char **argv, srv_params *p, bool *verbose) {
         usage(stderr);
         return 2;
     }
-    return 0;
-}
-
-static void wait_for_signal(void) {
-    struct timespec ts = {0, 50 * 1000 * 1000};
-    while (!stop_requested) nanosleep(&ts, NULL);
+    return spec_finish(&g, p);
 }
 
 int tool_serve(int argc, char **argv) {
@@ -125,13 +136,7 @@ int tool_serve(int argc, char **argv) {
     if (k) return k == 1 ? 0 : k;
     p.log = (nd_logger){nd_log_stderr, NULL, verbose ? ND_LOG_DEBUG : ND_LOG_INFO};
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    tool_catch_stop_signals();
 
     nd_err err = {0};
     srv_t *s = srv_new(&p, &err);
@@ -153,7 +158,7 @@ int tool_serve(int argc, char **argv) {
     }
     fprintf(stderr, "nindub serve: ready\n");
     fflush(stderr);
-    wait_for_signal();
+    tool_wait_for_stop();
     fprintf(stderr, "nindub serve: stopping (new connections refused, running requests get %.0f s)\n",
             p.shutdown_grace);
     srv_free(s);
