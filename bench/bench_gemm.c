@@ -8,7 +8,9 @@
  * only 4864 x 896 on this model. Prints GMAC/s (M*N*K / time), speedup vs vec_dot and
  * a checksum of the outputs; a table and JSON lines.
  *
- *   build/release/bench/bench_gemm [type ...]     (default: q4_0 q8_0 q5_0 q4_K q6_K)
+ * F16 / BF16: the tiles sum in a float chain over K; the bound is (K + 2) 2^-24 sum |terms|.
+ *
+ *   build/release/bench/bench_gemm [type ...]  (default: q4_0 q8_0 q5_0 q4_K q6_K f16 bf16)
  *   BENCH_GEMM_REPS=n (default 3, best of n)
  */
 #include <math.h>
@@ -74,7 +76,9 @@ static int validate(const k_kernels *k, uint32_t wt, const uint8_t *W, int64_t K
         ops->quantize(X + m * K, a, K);
         double ref = q_vec_dot(wt, W + (size_t)n * w_row, ops->atype, a, K);
         /* Q4_K's two parts may cancel: allow 10x (test_gemm checks the exact bound) */
-        double tol = (wt == ND_TYPE_Q4_K ? 1e-4 : 1e-5) * abs_terms(wt, W + (size_t)n * w_row, ops->atype, a, K) + 1e-30;
+        const int half = wt == ND_TYPE_F16 || wt == ND_TYPE_BF16;
+        double tol = (wt == ND_TYPE_Q4_K ? 1e-4 : half ? (double)(K + 2) * 0x1p-24 : 1e-5) *
+                         abs_terms(wt, W + (size_t)n * w_row, ops->atype, a, K) + 1e-30;
         if (!(fabs(Y[m * N + n] - ref) <= tol) && bad++ < 3)
             fprintf(stderr, "MISMATCH %s K=%lld N=%lld y[%lld][%lld] = %.9g, oracle %.9g\n",
                     nd_type_info(wt)->name, (long long)K, (long long)N, (long long)m, (long long)n,
@@ -101,9 +105,9 @@ static double run(const k_env *env, uint32_t wt, const uint8_t *W, int64_t K, in
 }
 
 int main(int argc, char **argv) {
-    static const char *defaults[] = {"q4_0", "q8_0", "q5_0", "q4_K", "q6_K"};
+    static const char *defaults[] = {"q4_0", "q8_0", "q5_0", "q4_K", "q6_K", "f16", "bf16"};
     const char **names = argc > 1 ? (const char **)argv + 1 : defaults;
-    const int n_names = argc > 1 ? argc - 1 : 5;
+    const int n_names = argc > 1 ? argc - 1 : (int)(sizeof defaults / sizeof defaults[0]);
     const int reps = getenv("BENCH_GEMM_REPS") ? atoi(getenv("BENCH_GEMM_REPS")) : 3;
     const int64_t M = 512;
     const int64_t shapes[][2] = {{896, 4864}, {4864, 896}, {896, 896}, {896, 151936}};

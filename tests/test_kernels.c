@@ -1,5 +1,6 @@
-/* tests for src/kernels: every SIMD entry (AVX2, AVX-512; each ISA separately, through
- * k_select and by direct call) against the quant/ reference, which is the oracle.
+/* tests for src/kernels: every SIMD entry (AVX2, AVX-512; on aarch64 NEON and NEON-dotprod,
+ * run under qemu by `make cross-arm`; each ISA separately, through k_select and by direct
+ * call) against the quant/ reference, which is the oracle.
  *
  * Activation quantizers: q_quantize_act follows llama.cpp's x86 runtime rules
  * (test_act_rules: ties to even, inverse scale 127/amax, tiny blocks to zero); every SIMD
@@ -31,7 +32,20 @@
 
 #include "core/nd.h"
 #include "kernels/kernels.h"
+#if defined(__x86_64__) || defined(__i386__)
 #include "kernels/x86/x86.h"
+#define T_X86 1
+#else
+#define T_X86 0
+#endif
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+
+#include "kernels/arm/arm.h"
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#endif
 #include "quant/quant.h"
 
 static const uint32_t w_types[] = {
@@ -44,6 +58,14 @@ static const uint32_t w_types[] = {
 static const char *tname(uint32_t t) { return nd_type_info(t)->name; }
 
 static int cpu_has(k_isa isa) {
+#if defined(__aarch64__)
+    const unsigned long hw = getauxval(AT_HWCAP);
+    if (isa == K_ISA_NEON) return (hw & HWCAP_ASIMD) != 0;
+    if (isa == K_ISA_NEON_DOTPROD) return (hw & HWCAP_ASIMD) && (hw & HWCAP_ASIMDDP);
+    return isa == K_ISA_SCALAR;
+#elif !T_X86
+    return isa == K_ISA_SCALAR;
+#else
     __builtin_cpu_init();
     if (isa == K_ISA_AVX2)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -52,7 +74,8 @@ static int cpu_has(k_isa isa) {
         return cpu_has(K_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
-    return 1;
+    return isa == K_ISA_SCALAR;
+#endif
 }
 
 /* ------------------------------------------------------------ direct entry points */
@@ -72,8 +95,21 @@ typedef struct direct_dot {
         {ND_TYPE_Q4_K, k_##ISA##_dot_q4_K}, {ND_TYPE_Q5_K, k_##ISA##_dot_q5_K},          \
         {ND_TYPE_Q6_K, k_##ISA##_dot_q6_K},                                              \
     };
+#if T_X86
 DIRECT(avx2)
 DIRECT(avx512)
+#endif
+#if defined(__aarch64__)
+DIRECT(neon)
+/* the sdot file has the integer dots only (float dots and quantizers are NEON's) */
+static const direct_dot direct_neon_dotprod[] = {
+    {ND_TYPE_Q4_0, k_neon_dotprod_dot_q4_0}, {ND_TYPE_Q4_1, k_neon_dotprod_dot_q4_1},
+    {ND_TYPE_Q5_0, k_neon_dotprod_dot_q5_0}, {ND_TYPE_Q5_1, k_neon_dotprod_dot_q5_1},
+    {ND_TYPE_Q8_0, k_neon_dotprod_dot_q8_0}, {ND_TYPE_Q2_K, k_neon_dotprod_dot_q2_K},
+    {ND_TYPE_Q3_K, k_neon_dotprod_dot_q3_K}, {ND_TYPE_Q4_K, k_neon_dotprod_dot_q4_K},
+    {ND_TYPE_Q5_K, k_neon_dotprod_dot_q5_K}, {ND_TYPE_Q6_K, k_neon_dotprod_dot_q6_K},
+};
+#endif
 #undef DIRECT
 
 /* ------------------------------------------------------------ generators */
@@ -324,6 +360,7 @@ static void test_table_avx512(void) {
     check_table(K_ISA_AVX512);
 }
 
+#if T_X86
 static void test_direct_avx2(void) {
     if (!cpu_has(K_ISA_AVX2)) T_SKIP("CPU lacks AVX2/FMA/F16C");
     check_direct(direct_avx2, sizeof direct_avx2 / sizeof direct_avx2[0], "avx2", 0);
@@ -334,6 +371,7 @@ static void test_direct_avx512(void) {
     if (!__builtin_cpu_supports("avx512bf16")) T_SKIP("CPU lacks AVX-512 BF16");
     check_direct(direct_avx512, sizeof direct_avx512 / sizeof direct_avx512[0], "avx512", 1);
 }
+#endif
 
 /* ------------------------------------------------------------ quantizers */
 
@@ -398,6 +436,7 @@ static void check_quantizer(const char *isa, uint32_t at, k_quantize_fn fn) {
     free(x), free(r), free(g);
 }
 
+#if T_X86
 static void test_quantizers_avx2(void) {
     if (!cpu_has(K_ISA_AVX2)) T_SKIP("CPU lacks AVX2/FMA/F16C");
     const qfn q[] = {{ND_TYPE_Q8_0, k_avx2_quantize_q8_0}, {ND_TYPE_Q8_1, k_avx2_quantize_q8_1},
@@ -405,6 +444,82 @@ static void test_quantizers_avx2(void) {
                      {ND_TYPE_BF16, k_avx2_quantize_bf16}};
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_quantizer("avx2", q[i].atype, q[i].fn);
 }
+#endif
+
+#if defined(__aarch64__)
+/* ------------------------------------------------------------ aarch64 (NEON) */
+
+static void test_table_neon(void) {
+    if (!cpu_has(K_ISA_NEON)) T_SKIP("CPU lacks AdvSIMD");
+    check_table(K_ISA_NEON);
+}
+
+static void test_table_neon_dotprod(void) {
+    if (!cpu_has(K_ISA_NEON_DOTPROD)) T_SKIP("CPU lacks the ARMv8.2 dot product (asimddp)");
+    check_table(K_ISA_NEON_DOTPROD);
+}
+
+static void test_direct_neon(void) {
+    if (!cpu_has(K_ISA_NEON)) T_SKIP("CPU lacks AdvSIMD");
+    check_direct(direct_neon, sizeof direct_neon / sizeof direct_neon[0], "neon", 0);
+    if (cpu_has(K_ISA_NEON_DOTPROD))
+        check_direct(direct_neon_dotprod, sizeof direct_neon_dotprod / sizeof direct_neon_dotprod[0],
+                     "neon-dotprod", 0);
+}
+
+static void test_quantizers_neon(void) {
+    if (!cpu_has(K_ISA_NEON)) T_SKIP("CPU lacks AdvSIMD");
+    const qfn q[] = {{ND_TYPE_Q8_0, k_neon_quantize_q8_0}, {ND_TYPE_Q8_1, k_neon_quantize_q8_1},
+                     {ND_TYPE_Q8_K, k_neon_quantize_q8_K}, {ND_TYPE_F16, k_neon_quantize_f16},
+                     {ND_TYPE_BF16, k_neon_quantize_bf16}};
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_quantizer("neon", q[i].atype, q[i].fn);
+}
+
+/* The NEON quantized dots promise more than the tolerance: the reference's float bit for
+ * bit (exact integer block sums, then the reference's float expression in its order; see
+ * kernels/arm/arm.h). Every mode of the generators, synthetic and quantized activations,
+ * weight rows aligned to 2 bytes only. */
+static void check_bit_exact(const direct_dot *d, size_t nd, const char *isa) {
+    const int64_t nmax = 4864;
+    uint8_t *w = malloc(q_row_size(ND_TYPE_F32, nmax) + 8), *a = malloc(q_row_size(ND_TYPE_F32, nmax) + 8);
+    float *x = malloc(sizeof(float) * nmax);
+    ND_ASSERT(w && a && x);
+    unsigned long long s = 31337;
+    int checked = 0;
+    for (size_t i = 0; i < nd; i++) {
+        const uint32_t wt = d[i].wtype, at = q_vec_dot_type(wt), blk = q_blck(wt);
+        if (blk == 1) continue; /* float types: tolerance only (float lanes vs double) */
+        const int64_t lens[] = {blk, 3 * (int64_t)blk, nmax};
+        for (int li = 0; li < 3; li++)
+            for (int mode = 0; mode < M_COUNT; mode++)
+                for (int r = 0; r < 2; r++) {
+                    const int64_t n = lens[li];
+                    gen_weights(wt, w + 2, n, mode, &s);
+                    if (r == 1 && mode == M_RANDOM) {
+                        for (int64_t j = 0; j < n; j++) x[j] = t_rand_f(&s) * (j % 7 ? 1.0f : 10.0f);
+                        ND_ASSERT(q_quantize_act(at, x, a + 4, n) == 0);
+                    } else {
+                        gen_act(at, a + 4, n, mode, &s);
+                    }
+                    const float ref = q_vec_dot(wt, w + 2, at, a + 4, n), got = d[i].fn(w + 2, a + 4, n);
+                    T_CHECKF(memcmp(&ref, &got, sizeof ref) == 0 || (isnan(ref) && isnan(got)),
+                             "%s %s n=%lld mode=%s: got %.9g, reference %.9g (not bit-identical)", isa,
+                             tname(wt), (long long)n, mode_name[mode], got, ref);
+                    checked++;
+                }
+    }
+    T_CHECK(checked > 0);
+    free(w), free(a), free(x);
+}
+
+static void test_neon_bit_exact(void) {
+    if (!cpu_has(K_ISA_NEON)) T_SKIP("CPU lacks AdvSIMD");
+    check_bit_exact(direct_neon, sizeof direct_neon / sizeof direct_neon[0], "neon");
+    if (cpu_has(K_ISA_NEON_DOTPROD))
+        check_bit_exact(direct_neon_dotprod, sizeof direct_neon_dotprod / sizeof direct_neon_dotprod[0],
+                        "neon-dotprod");
+}
+#endif
 
 /* Decode entries: dot4 over four rows equals the single-row entry on each row, bit for
  * bit (the matmul may use either for any row), and the single-row entry is within the
@@ -512,8 +627,8 @@ static void test_act_rules(void) {
 
 /* Every selected table's quantize entry (whatever ISA it came from) matches the reference. */
 static void test_quantizers_tables(void) {
-    const k_isa isas[] = {K_ISA_SCALAR, K_ISA_AVX2, K_ISA_AVX512};
-    for (size_t j = 0; j < 3; j++) {
+    const k_isa isas[] = {K_ISA_SCALAR, K_ISA_AVX2, K_ISA_AVX512, K_ISA_NEON, K_ISA_NEON_DOTPROD};
+    for (size_t j = 0; j < sizeof isas / sizeof isas[0]; j++) {
         if (!cpu_has(isas[j])) continue;
         k_kernels k;
         k_select(&k, isas[j]);
@@ -556,8 +671,10 @@ static void test_matmul_best(void) {
         T_EQ_INT(k_matmul(&e1, wt, Wq, K, N, X, M, Y1, &err), 0);
         double maxd = 0, maxy = 0;
         for (int64_t i = 0; i < N * M; i++) {
-            maxd = fmax(maxd, fabs((double)Y0[i] - Y1[i]));
-            maxy = fmax(maxy, fabs((double)Y0[i]));
+            /* (not fmax: Debian's aarch64 GCC 12 crashes vectorizing two fmax reductions) */
+            const double di = fabs((double)Y0[i] - Y1[i]), yi = fabs((double)Y0[i]);
+            maxd = di > maxd ? di : maxd;
+            maxy = yi > maxy ? yi : maxy;
         }
         T_CHECKF(maxd <= 1e-4 * maxy + 1e-6, "%s matmul best vs scalar: max diff %g (max |y| %g)",
                  tname(wt), maxd, maxy);
@@ -569,12 +686,23 @@ static void test_matmul_best(void) {
 int main(void) {
     T_RUN(test_scalar_table);
     T_RUN(test_act_rules);
+#if T_X86
     T_RUN(test_quantizers_avx2);
+#endif
     T_RUN(test_quantizers_tables);
     T_RUN(test_table_avx2);
     T_RUN(test_table_avx512);
+#if T_X86
     T_RUN(test_direct_avx2);
     T_RUN(test_direct_avx512);
+#endif
+#if defined(__aarch64__)
+    T_RUN(test_quantizers_neon);
+    T_RUN(test_table_neon);
+    T_RUN(test_table_neon_dotprod);
+    T_RUN(test_direct_neon);
+    T_RUN(test_neon_bit_exact);
+#endif
     T_RUN(test_dot4);
     T_RUN(test_matmul_best);
     return t_done();

@@ -9,6 +9,11 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include "kernels/x86/x86.h" /* k_install_avx2 / k_install_avx512 (kernels helper) */
 #endif
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+
+#include "kernels/arm/arm.h" /* k_install_neon / k_install_neon_dotprod */
+#endif
 
 /* ------------------------------------------------------- scalar entries */
 
@@ -48,6 +53,8 @@ const char *k_isa_name(k_isa isa) {
     case K_ISA_SCALAR: return "scalar";
     case K_ISA_AVX2: return "avx2";
     case K_ISA_AVX512: return "avx512";
+    case K_ISA_NEON: return "neon";
+    case K_ISA_NEON_DOTPROD: return "neon-dotprod";
     default: return "best";
     }
 }
@@ -92,6 +99,25 @@ static k_isa cpu_isa(void) {
 #endif
 }
 
+#if defined(__aarch64__)
+/* aarch64: AdvSIMD is part of the Linux ABI but checked anyway; sdot (ARMv8.2 dotprod) is
+ * optional, told by the kernel through the auxiliary vector. */
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1UL << 1)
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+static k_isa arm_isa(k_isa want) {
+    const unsigned long hw = getauxval(AT_HWCAP);
+    const k_isa have = !(hw & HWCAP_ASIMD) ? K_ISA_SCALAR
+                       : (hw & HWCAP_ASIMDDP) ? K_ISA_NEON_DOTPROD
+                                              : K_ISA_NEON;
+    if (want < K_ISA_NEON) return K_ISA_SCALAR; /* scalar asked for, or an x86 ISA */
+    return want < have ? want : have;
+}
+#endif
+
 void k_select(k_kernels *k, k_isa want) {
     memset(k, 0, sizeof *k);
     set_scalar(k);
@@ -105,11 +131,19 @@ void k_select(k_kernels *k, k_isa want) {
         if (f.vnni) {
             k_install_avx512(k);
             k_install_gemm_avx512(k);
-            if (f.bf16) k_install_avx512_bf16(k);
+            if (f.bf16) {
+                k_install_avx512_bf16(k);
+                k_install_gemm_avx512_bf16(k);
+            }
         } else {
             k->isa = K_ISA_AVX2; /* our AVX-512 kernels need VNNI */
         }
     }
+#endif
+#if defined(__aarch64__)
+    k->isa = arm_isa(want);
+    if (k->isa >= K_ISA_NEON) k_install_neon(k);
+    if (k->isa >= K_ISA_NEON_DOTPROD) k_install_neon_dotprod(k);
 #endif
 }
 

@@ -6,12 +6,13 @@
  *   1. every activation row is quantized once to the entry's atype (ops->quantize), then
  *      converted by gemm->act_pack into the layout the tile kernel broadcasts from
  *      (act_pack NULL: the atype row is used as is);
- *   2. the N output rows are cut into row groups of gemm->rows (16) rows; a work item is
- *      one row group x a range of tokens. The worker repacks its group's weight rows into a
- *      small per-thread buffer (gemm->w_size(K) bytes, 64-aligned) — rows interleaved so one
- *      vector lane = one weight row, nothing reduced horizontally — and sweeps the tokens
- *      over it, a few tokens at a time held in registers. Resident weights stay the GGUF
- *      mapping: the repack is per tile, never a second copy of the matrix.
+ *   2. the N output rows are cut into row groups of gemm->rows rows (16; F16/BF16: 32); a
+ *      work item is one row group x a range of tokens. The worker repacks its group's
+ *      weight rows into a small per-thread buffer (gemm->w_size(K) bytes, 64-aligned) —
+ *      rows interleaved so one vector lane = one weight row, nothing reduced horizontally
+ *      — and sweeps the tokens over it, a few tokens at a time held in registers.
+ *      Resident weights stay the GGUF mapping: the repack is per tile, never a second copy
+ *      of the matrix.
  *
  * Decode (M = 1) goes through the same entry's gemv: a token's outputs must not depend on
  * whether it was computed in a batch or alone (bit for bit: the model tests compare
@@ -20,8 +21,9 @@
  * forms the same exact integers and runs the tile's per-lane float sequence.
  *
  * Semantics are q_vec_dot's per (row, token) pair: the integer part of every block dot is
- * exact, only the float accumulation (order, FMA) differs. k_gemm_ref_tile is the oracle:
- * a portable tile that calls q_vec_dot for every pair.
+ * exact, only the float accumulation (order, FMA) differs; F16/BF16: the products of two
+ * halves are exact, summed in a float FMA chain over k (tolerance: tests/test_gemm.c).
+ * k_gemm_ref_tile is the oracle: a portable tile that calls q_vec_dot for every pair.
  */
 #ifndef ND_KERNELS_GEMM_H
 #define ND_KERNELS_GEMM_H
@@ -67,6 +69,7 @@ void k_gemm_ref_tile(uint32_t wtype, const void *W, size_t w_row, int nr, uint32
 /* Installers (cpuid checked by the caller, as for k_install_avx512): set k->gemm[t] for
  * the weight types the ISA file has tiles for. */
 void k_install_gemm_avx512(k_kernels *k); /* AVX-512 F/BW/VL/DQ + VNNI */
+void k_install_gemm_avx512_bf16(k_kernels *k); /* + AVX-512 BF16: the BF16 tile */
 
 /* Per-type tables (tests, benches); NULL-safe lookup by weight type. */
 const struct k_gemm_ops *k_gemm_avx512_ops(uint32_t wtype);

@@ -4,8 +4,9 @@
  * type a k_ops entry — the activation format, the function that converts an activation
  * row to it, the weight-row · activation-row dot, and the name of the implementation.
  * The scalar entries call the quant/ reference (the oracle); ISA files under
- * kernels/x86/<isa>/ provide faster entries with the same semantics, and k_select
- * overwrites the scalar entry for the types they cover when cpuid says the ISA is there.
+ * kernels/x86/<isa>/ (kernels/arm/ on aarch64) provide faster entries with the same
+ * semantics, and k_select overwrites the scalar entry for the types they cover when cpuid
+ * (getauxval on aarch64) says the ISA is there.
  * A new kernel is therefore one function + one line in the selection for its ISA.
  *
  * Matmul. k_matmul computes Y[m][n] = sum_k W[n][k] * X[m][k] (W: N rows of K elements in
@@ -43,6 +44,9 @@ typedef enum k_isa {
     K_ISA_SCALAR = 0,
     K_ISA_AVX2 = 1,
     K_ISA_AVX512 = 2,
+    /* aarch64 (kernels/arm/); an x86 value asked for on aarch64 selects the scalar table */
+    K_ISA_NEON = 3,
+    K_ISA_NEON_DOTPROD = 4,
     K_ISA_BEST = 99, /* whatever the CPU supports */
 } k_isa;
 

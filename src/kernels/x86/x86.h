@@ -51,9 +51,9 @@ K_X86_DOTS(avx2)
 K_X86_DOTS(avx512)
 #undef K_X86_DOTS
 
-/* Decode kernels (AVX-512 VL + VNNI on 256-bit vectors): the *_r single-row dots are the
- * installed vec_dot; dot4 computes four rows (row i at w + i*stride) into out[4], each
- * bit-identical to the single-row entry. */
+/* Decode kernels (AVX-512 BW/VL + VNNI; Q8_0 on 256-bit, Q4_0 on 512-bit vectors): the *_r
+ * single-row dots are the installed vec_dot; dot4 computes four rows (row i at w + i*stride)
+ * into out[4], each bit-identical to the single-row entry. */
 float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n);
 float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n);
 void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out);

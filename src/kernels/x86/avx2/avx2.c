@@ -189,6 +189,7 @@ float k_avx2_dot_f32(const void *w, const void *a, int64_t n) {
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t i = 0;
     for (; i + 32 <= n; i += 32)
+#pragma GCC unroll 4 /* keeps acc[] in registers (not unrolled, GCC spills it every step) */
         for (int k = 0; k < 4; k++)
             acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * k), _mm256_loadu_ps(y + i + 8 * k), acc[k]);
     for (; i + 8 <= n; i += 8)
@@ -210,7 +211,7 @@ static inline __m256 load_bf16x8(const uint8_t *p) {
                          _mm256_setzero_ps()};                                           \
         int64_t i = 0;                                                                   \
         for (; i + 32 <= n; i += 32)                                                     \
-            for (int k = 0; k < 4; k++)                                                  \
+            _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++)                          \
                 acc[k] = _mm256_fmadd_ps(LOAD(x + 2 * (i + 8 * k)), LOAD(y + 2 * (i + 8 * k)), \
                                          acc[k]);                                        \
         for (; i + 8 <= n; i += 8)                                                       \

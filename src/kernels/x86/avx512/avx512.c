@@ -49,6 +49,7 @@ float k_avx512_dot_f32(const void *w, const void *a, int64_t n) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     int64_t i = 0;
     for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 4 /* keeps acc[] in registers (not unrolled, GCC spills it every step) */
         for (int k = 0; k < 4; k++)
             acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16 * k), _mm512_loadu_ps(y + i + 16 * k), acc[k]);
     for (; i < n; i += 16) {
@@ -63,6 +64,7 @@ float k_avx512_dot_f16(const void *w, const void *a, int64_t n) {
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     int64_t i = 0;
     for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 4 /* as above: 2x for short rows (attention), decode no longer compute-bound */
         for (int k = 0; k < 4; k++)
             acc[k] = _mm512_fmadd_ps(_mm512_cvtph_ps(loadu256(x + i + 16 * k)),
                                      _mm512_cvtph_ps(loadu256(y + i + 16 * k)), acc[k]);
@@ -81,6 +83,7 @@ float k_avx512_dot_bf16(const void *w, const void *a, int64_t n) {
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     int64_t i = 0;
     for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 2
         for (int k = 0; k < 2; k++)
             acc[k] = _mm512_dpbf16_ps(acc[k], (__m512bh)loadu512(x + i + 32 * k),
                                       (__m512bh)loadu512(y + i + 32 * k));
@@ -387,10 +390,12 @@ float k_avx512_dot_q2_K(const void *w, const void *a, int64_t n) {
 /* ================================================================ decode: 4 rows per call */
 /* Matrix-vector products are bound by the weight stream; these kernels take four weight
  * rows per call so the activation block, its scale and its offset correction are loaded
- * and prepared once for four rows, and use 256-bit VNNI (vpdpbusd: one instruction for
- * what AVX2 needs maddubs + madd for; full rate on Zen 4, which splits 512-bit ops).
- * The single-row entries run the same code on (row, row), so a row's result never depends
- * on which entry or which neighbours computed it (bit-identical). */
+ * and prepared once for four rows. Q8_0 uses 256-bit VNNI (full rate on Zen 4, which
+ * splits 512-bit ops), Q4_0 512-bit (Zen 5 has full-width units). The single-row entries
+ * compute the same integers and float sequence, so a row's result never depends on which
+ * entry or which neighbours computed it (bit-identical). Loops over rows are unrolled by
+ * pragma: left rolled, GCC keeps the accumulator arrays on the stack (store-to-load
+ * latency on every step: it made these kernels compute-bound at ~10 GB/s a core). */
 
 #define PF_GROUPS 2 /* software prefetch distance, in 4-row groups */
 
@@ -398,62 +403,147 @@ static inline __m256i dpbusd256(__m256i acc, __m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(acc, u, s);
 }
 
-/* Q4_0: two rows per vector (row a's 16 quant bytes in the low 128 bits, row b's in the
- * high), activation halves broadcast to both. Lane k of a half = elements 4k..4k+3 and
- * 16+4k..16+4k+3 of the block; u8 nibbles x s8 activations, minus 8 * (their activation
- * sum) precomputed once per block, is the exact signed block partial. */
-static inline __attribute__((always_inline)) void q4_0_rows(const q_block_q4_0 *const *r, int np,
-                                                            const q_block_q8_0 *y, int64_t nb,
-                                                            float *out) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), c8 = _mm256_set1_epi8(8), z = _mm256_setzero_si256();
-    const size_t pf_off = PF_GROUPS * 4 * (size_t)nb * sizeof(q_block_q4_0);
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i ylo = _mm256_broadcastsi128_si256(loadu128(y[b].qs));
-        const __m256i yhi = _mm256_broadcastsi128_si256(loadu128(y[b].qs + 16));
-        const __m256i corr = dpbusd256(dpbusd256(z, c8, ylo), c8, yhi);
-        uint16_t dyh;
-        memcpy(&dyh, &y[b].d, 2);
-        const __m256 dy = _mm256_cvtph_ps(_mm_set1_epi16((short)dyh));
-        /* four interleaved row streams defeat the hardware prefetcher: sweep the span
-         * PF_GROUPS groups ahead (rows of a group are adjacent) at the pace we consume */
-        if (np == 2) _mm_prefetch((const char *)(r[0] + b * 4) + pf_off, _MM_HINT_T0);
-        for (int p = 0; p < np; p++) {
-            const q_block_q4_0 *xa = r[2 * p] + b, *xb = r[2 * p + 1] + b;
-            const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(loadu128(xa->qs)),
-                                                      loadu128(xb->qs), 1);
-            const __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            const __m256i si = _mm256_sub_epi32(dpbusd256(dpbusd256(z, lo, ylo), hi, yhi), corr);
-            uint16_t da, db;
-            memcpy(&da, &xa->d, 2);
-            memcpy(&db, &xb->d, 2);
-            const __m256 dx = _mm256_cvtph_ps(_mm_blend_epi32(_mm_set1_epi16((short)da), _mm_set1_epi16((short)db), 0xC));
-            /* the block's exact integer sum per row (lanes 0-3: row a, 4-7: row b), then
-             * acc += isum * (d_w * d_a) with one rounding: the float order of the prefill
-             * GEMM tiles, so a token's logits do not depend on the batch it is in */
-            __m256i h = _mm256_hadd_epi32(si, si);
-            h = _mm256_hadd_epi32(h, h);
-            acc[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), _mm256_mul_ps(dx, dy), acc[p]);
-        }
-    }
-    for (int p = 0; p < np; p++) {
-        out[2 * p] = _mm256_cvtss_f32(acc[p]);
-        out[2 * p + 1] = _mm_cvtss_f32(_mm256_extractf128_ps(acc[p], 1));
-    }
+/* Q4_0: four blocks (72 bytes of a row) a step, one 512-bit vector per row: 128-bit
+ * segment j = the 16 quant bytes of block j, cut out of two loads with one word permute
+ * (the 18-byte blocks keep every field 2-byte aligned). Against the activation blocks'
+ * low / high halves (segment j = elements 0..15 / 16..31 of block j), vpdpbusd gives
+ * lane sums of u8 nibbles x s8 activations, seeded with -8 x the activations' lane sums:
+ * the four lanes of a segment add up to the block's exact signed integer dot. Four rows'
+ * vectors reduce to one (segment j, lane i = row i's block j), and each row's float
+ * chain runs in block order, acc = fma((float)isum, d_w * d_a, acc): the prefill tiles'
+ * per-block float sequence (batch invariance, tests/test_gemm.c). ~6 instructions a
+ * row-block where the previous two-rows-per-256-bit kernel took ~11: from L2 on Zen 5,
+ * ~27 (K = 896) / ~42 (K = 4864) GB/s a core instead of ~10 / ~15. The last nb % 4
+ * blocks use zero-masked loads (no read past the row) and the same code. */
+
+#define Q4_INLINE static inline __attribute__((always_inline))
+
+/* 32 word indices (vpermw / vpermt2w operands) */
+#define IDX16(...) _mm512_loadu_si512((const uint16_t[32]){__VA_ARGS__})
+
+static inline __mmask64 mask_bytes(int64_t n) {
+    return n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : (((__mmask64)1 << n) - 1);
 }
 
-float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n) {
-    const q_block_q4_0 *r[2] = {w, w};
-    float out[2];
-    q4_0_rows(r, 1, a, n / Q_QK, out);
-    return out[0];
+/* 64 bytes at p; the first n only when !full */
+Q4_INLINE __m512i load64(const uint8_t *p, int full, int64_t n) {
+    return full ? loadu512(p) : _mm512_maskz_loadu_epi8(mask_bytes(n), p);
+}
+
+/* activations of 4 blocks: halves, the seed, d_a per segment */
+typedef struct {
+    __m512i lo, hi, seed;
+    __m512 da;
+} q4_act4;
+
+Q4_INLINE q4_act4 q4_act_prep(const uint8_t *y, int full, int cnt) {
+    const int64_t n = 34 * (int64_t)cnt; /* bytes of the cnt activation blocks */
+    const __m512i A0 = load64(y, full, n), A1 = load64(y + 64, full, n - 64);
+    const __m512i B0 = load64(y + 8, full, n - 8), B1 = load64(y + 72, full, n - 72);
+    /* words: block j's qs at byte 34j + 2 (low half) and 34j + 18 (high half), d at 34j */
+    const __m512i ilo = IDX16(1, 2, 3, 4, 5, 6, 7, 8, 18, 19, 20, 21, 22, 23, 24, 25,
+                              35, 36, 37, 38, 39, 40, 41, 42, 52, 53, 54, 55, 56, 57, 58, 59);
+    const __m512i ihi = IDX16(5, 6, 7, 8, 9, 10, 11, 12, 22, 23, 24, 25, 26, 27, 28, 29,
+                              39, 40, 41, 42, 43, 44, 45, 46, 56, 57, 58, 59, 60, 61, 62, 63);
+    const __m512i ida = IDX16(0, 0, 0, 0, 17, 17, 17, 17, 34, 34, 34, 34, 51, 51, 51, 51,
+                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    q4_act4 r;
+    r.lo = _mm512_permutex2var_epi16(A0, ilo, A1);
+    r.hi = _mm512_permutex2var_epi16(B0, ihi, B1);
+    const __m512i c8 = _mm512_set1_epi8(8);
+    r.seed = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(dpbusd(c8, r.lo), c8, r.hi));
+    r.da = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A0, ida, A1)));
+    return r;
+}
+
+/* one row's 4 blocks at x: *l0 = its first 64 bytes (the d fields: words 0, 9, 18, 27);
+ * returns the seeded lane sums, segment j = block j */
+Q4_INLINE __m512i q4_row4(const uint8_t *x, const q4_act4 *A, int full, int cnt, __m512i *l0) {
+    const int64_t n = 18 * (int64_t)cnt;
+    const __m512i L0 = load64(x, full, n), L1 = load64(x + 8, full, n - 8);
+    const __m512i iq = IDX16(1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17,
+                             19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 60, 61, 62, 63);
+    const __m512i q = _mm512_permutex2var_epi16(L0, iq, L1), m4 = _mm512_set1_epi8(0x0F);
+    *l0 = L0;
+    const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(A->seed, lo, A->lo), hi, A->hi);
+}
+
+/* 4 rows, blocks b..b+cnt-1: acc lane i = row i's chain */
+Q4_INLINE __m128 q4_step4(const uint8_t *const r[4], size_t xoff, const uint8_t *y, int full, int cnt,
+                          __m128 acc) {
+    const q4_act4 A = q4_act_prep(y, full, cnt);
+    __m512i z[4], l0[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) z[i] = q4_row4(r[i] + xoff, &A, full, cnt, &l0[i]);
+    /* lanes of a segment -> one per row: segment j, lane i = row i's block j */
+    const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
+    const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
+    const __m512 u = _mm512_cvtepi32_ps(
+        _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23)));
+    /* d_w: word 9j of row i's first 64 bytes -> word 4j + i */
+    const __m512i id01 = IDX16(0, 32, 0, 0, 9, 41, 0, 0, 18, 50, 0, 0, 27, 59, 0, 0,
+                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i id23 = IDX16(0, 0, 0, 32, 0, 0, 9, 41, 0, 0, 18, 50, 0, 0, 27, 59,
+                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i dw = _mm512_mask_blend_epi16(0xCCCCCCCC, _mm512_permutex2var_epi16(l0[0], id01, l0[1]),
+                                               _mm512_permutex2var_epi16(l0[2], id23, l0[3]));
+    const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(dw)), A.da);
+    /* blocks in order (written out: the extract immediates must be constants at -O1) */
+    acc = _mm_fmadd_ps(_mm512_castps512_ps128(u), _mm512_castps512_ps128(dd), acc);
+    if (cnt > 1) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 1), _mm512_extractf32x4_ps(dd, 1), acc);
+    if (cnt > 2) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 2), _mm512_extractf32x4_ps(dd, 2), acc);
+    if (cnt > 3) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 3), _mm512_extractf32x4_ps(dd, 3), acc);
+    return acc;
+}
+
+/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q4_step4 */
+Q4_INLINE __m128 q4_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
+    const q4_act4 A = q4_act_prep(y, full, cnt);
+    __m512i l0;
+    __m512i z = q4_row4(x, &A, full, cnt, &l0);
+    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_BADC));
+    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_CDAB)); /* every lane: its segment's sum */
+    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m128 u = _mm_cvtepi32_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, z)));
+    const __m512i idw = IDX16(0, 9, 18, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idw, l0)));
+    const __m128 da = _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, A.da));
+    const __m128 dd = _mm_mul_ps(dw, da);
+    acc = _mm_fmadd_ss(u, dd, acc);
+    if (cnt > 1) acc = _mm_fmadd_ss(_mm_permute_ps(u, 1), _mm_permute_ps(dd, 1), acc);
+    if (cnt > 2) acc = _mm_fmadd_ss(_mm_permute_ps(u, 2), _mm_permute_ps(dd, 2), acc);
+    if (cnt > 3) acc = _mm_fmadd_ss(_mm_permute_ps(u, 3), _mm_permute_ps(dd, 3), acc);
+    return acc;
 }
 
 void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
-    const uint8_t *p = w;
-    const q_block_q4_0 *r[4] = {(const void *)p, (const void *)(p + stride),
-                                (const void *)(p + 2 * stride), (const void *)(p + 3 * stride)};
-    q4_0_rows(r, 2, a, n / Q_QK, out);
+    const uint8_t *p = w, *y = a;
+    const uint8_t *r[4] = {p, p + stride, p + 2 * stride, p + 3 * stride};
+    const int64_t nb = n / Q_QK;
+    /* four interleaved row streams defeat the hardware prefetcher: sweep the span
+     * PF_GROUPS groups ahead (rows of a group are adjacent) at the pace we consume
+     * (without: -30% decode tok/s) */
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    __m128 acc = _mm_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        for (int l = 0; l < 5; l++) _mm_prefetch(pf + 4 * 18 * b + 64 * l, _MM_HINT_T0); /* 288 bytes */
+        acc = q4_step4(r, 18 * (size_t)b, y + 34 * b, 1, 4, acc);
+    }
+    if (b < nb) acc = q4_step4(r, 18 * (size_t)b, y + 34 * b, 0, (int)(nb - b), acc);
+    _mm_storeu_ps(out, acc);
+}
+
+float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n) {
+    const uint8_t *x = w, *y = a;
+    const int64_t nb = n / Q_QK;
+    __m128 acc = _mm_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) acc = q4_step1(x + 18 * b, y + 34 * b, 1, 4, acc);
+    if (b < nb) acc = q4_step1(x + 18 * b, y + 34 * b, 0, (int)(nb - b), acc);
+    return _mm_cvtss_f32(acc);
 }
 
 /* Q8_0: a block is one vector; weights made unsigned by +128 (xor 0x80) so vpdpbusd takes
@@ -475,6 +565,7 @@ static inline __attribute__((always_inline)) void q8_0_rows(const q_block_q8_0 *
             _mm_prefetch(pf + 64, _MM_HINT_T0);
             _mm_prefetch(pf + 128, _MM_HINT_T0);
         }
+#pragma GCC unroll 4
         for (int i = 0; i < nr; i++) {
             const __m256i wu = _mm256_xor_si256(loadu256(r[i][b].qs), c80);
             const __m256i si = _mm256_sub_epi32(dpbusd256(z, wu, yv), corr);
