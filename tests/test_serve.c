@@ -681,7 +681,7 @@ static void test_slot_lifecycle(void) {
     T_CHECKF(rc == 0, "server did not start (%s)", s.log);
     if (rc) return;
     const char *key = "Authorization: Bearer sekret\r\n";
-    const char *req = "{\"prompt\":\"Once\",\"max_tokens\":100,\"ignore_eos\":true,\"stream\":true}";
+    const char *req = "{\"prompt\":\"Once\",\"max_tokens\":400,\"ignore_eos\":true,\"stream\":true}";
     /* loading */
     expect_error(s.port, "GET", "/health", NULL, NULL, 503, "loading");
     expect_error(s.port, "POST", "/v1/completions", key, req, 503, "loading");
@@ -691,7 +691,8 @@ static void test_slot_lifecycle(void) {
     expect_error(s.port, "POST", "/v1/completions", NULL, req, 401, "invalid_api_key");
     expect_error(s.port, "GET", "/v1/models", "Authorization: Bearer wrong\r\n", NULL, 401, "invalid_api_key");
     T_EQ_INT(http_status(s.port, "GET", "/v1/models", key, NULL, NULL), 200);
-    /* slot busy + one queued -> 429 */
+    /* slot busy + one queued -> 429 (400 tokens at >= 20 ms a step hold the slot for 8 s, so a
+     * loaded machine still gets B queued before A ends) */
     int a = connect_port(s.port), b = connect_port(s.port);
     T_CHECK(a >= 0 && b >= 0);
     send_request(a, "POST", "/v1/completions", key, req);
