@@ -220,7 +220,15 @@ static void mm_dot_worker(void *arg, int ith, int nth) {
         }
         for (int64_t t0 = 0; t0 < j->M; t0 += MM_TOKEN_BLOCK) {
             int64_t t1 = t0 + MM_TOKEN_BLOCK < j->M ? t0 + MM_TOKEN_BLOCK : j->M;
-            for (int64_t r = r0; r < r1; r++) {
+            int64_t r = r0;
+            /* short batches (speculative verification, several server slots): the 4-row
+             * decode kernel per token while the 4 rows stay in L1 — the same bits as M == 1 */
+            if (j->ops->vec_dot4)
+                for (; r + 4 <= r1; r += 4)
+                    for (int64_t t = t0; t < t1; t++)
+                        j->ops->vec_dot4(j->W + r * j->w_row, j->w_row, j->A + t * j->a_row, j->K,
+                                         j->Y + t * j->N + r);
+            for (; r < r1; r++) {
                 const uint8_t *w = j->W + r * j->w_row;
                 for (int64_t t = t0; t < t1; t++)
                     j->Y[t * j->N + r] = dot(w, j->A + t * j->a_row, j->K);
@@ -266,7 +274,7 @@ int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t
     int64_t items = (int64_t)nth * 8;
     j.chunk = (N + items - 1) / items;
     if (M > 1 && j.chunk > 16) j.chunk = 16;
-    if (M == 1 && ops->vec_dot4) j.chunk = (j.chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
+    if (ops->vec_dot4) j.chunk = (j.chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
     if (j.chunk < 1) j.chunk = 1;
     if (nth == 1 || N * M < 64)
         mm_dot_worker(&j, 0, 1);

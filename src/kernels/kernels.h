@@ -37,7 +37,7 @@ typedef struct k_ops {
     uint32_t atype;          /* activation format (q_vec_dot_type(wtype)) */
     k_vec_dot_fn vec_dot;
     k_quantize_fn quantize;  /* converts activations to atype */
-    k_vec_dot4_fn vec_dot4;  /* optional (NULL): 4 rows per call for M == 1 */
+    k_vec_dot4_fn vec_dot4;  /* optional (NULL): 4 rows per call (decode and batches < K_GEMM_MIN_TOKENS) */
 } k_ops;
 
 typedef enum k_isa {
