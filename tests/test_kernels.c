@@ -535,20 +535,25 @@ static void test_dot4(void) {
         const uint32_t wt = w_types[ti];
         const k_ops *o = &k.ops[wt];
         if (!o->vec_dot4) continue;
-        const int64_t lens[] = {32, 96, 896, 4864};
-        for (size_t li = 0; li < 4; li++) {
+        const int64_t lens[] = {32, 96, 896, 4864, 256, 1280};
+        for (size_t lr = 0; lr < 8 * (sizeof lens / sizeof lens[0]); lr++) { /* 8 draws a length */
+            const size_t li = lr % (sizeof lens / sizeof lens[0]);
             const int64_t n = lens[li];
             if (n % q_blck(wt)) continue;
             const size_t wr = q_row_size(wt, n), stride = wr + 2 * (li % 2);
             uint8_t *w = malloc(stride * 4), *a = malloc(q_row_size(o->atype, n));
             float *x = malloc(sizeof(float) * n);
             for (size_t i = 0; i < stride * 4; i++) w[i] = (uint8_t)t_rand_u64(&s);
-            for (int r = 0; r < 4; r++) /* finite fp16 scales at the start of every block */
-                for (int64_t b = 0; b < n / (int64_t)q_blck(wt); b++) {
-                    uint16_t h = h_of(t_rand_f(&s) * 0.01f);
-                    memcpy(w + r * stride + b * q_block_bytes(wt), &h, 2);
-                }
-            for (int64_t i = 0; i < n; i++) x[i] = t_rand_f(&s);
+            int off[2];
+            const int nf = scale_fields(wt, off);
+            for (int r = 0; r < 4; r++) /* finite fp16 scales in every block */
+                for (int64_t b = 0; b < n / (int64_t)q_blck(wt); b++)
+                    for (int f = 0; f < nf; f++) {
+                        uint16_t h = h_of(t_rand_f(&s) * 0.01f);
+                        memcpy(w + r * stride + b * q_block_bytes(wt) + off[f], &h, 2);
+                    }
+            for (int64_t i = 0; i < n; i++) /* a few outliers: other quants saturate */
+                x[i] = t_rand_f(&s) * (i % 37 == 3 ? 50.0f : 1.0f);
             ND_ASSERT(o->quantize(x, a, n) == 0);
             float out[4];
             o->vec_dot4(w, stride, a, n, out);

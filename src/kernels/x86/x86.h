@@ -51,13 +51,14 @@ K_X86_DOTS(avx2)
 K_X86_DOTS(avx512)
 #undef K_X86_DOTS
 
-/* Decode kernels (AVX-512 BW/VL + VNNI; Q8_0 on 256-bit, Q4_0 on 512-bit vectors): the *_r
- * single-row dots are the installed vec_dot; dot4 computes four rows (row i at w + i*stride)
- * into out[4], each bit-identical to the single-row entry. */
+/* Decode kernels (AVX-512 BW/VL + VNNI, 512-bit vectors; Q4_0, Q8_0, Q6_K): the *_r
+ * single-row dots are the installed vec_dot (Q6_K: k_avx2_dot_q6_K); dot4 computes four
+ * rows (row i at w + i*stride) into out[4], each bit-identical to the single-row entry. */
 float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n);
 float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n);
 void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
 void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
+void k_avx512_dot4_q6_K(const void *w, size_t stride, const void *a, int64_t n, float *out);
 
 /* Activation quantizers (AVX2; the AVX-512 table reuses them). Same errors as
  * q_quantize_act: ND_EINVAL if n < 0 or not a multiple of the block. */

@@ -399,10 +399,6 @@ float k_avx512_dot_q2_K(const void *w, const void *a, int64_t n) {
 
 #define PF_GROUPS 2 /* software prefetch distance, in 4-row groups */
 
-static inline __m256i dpbusd256(__m256i acc, __m256i u, __m256i s) {
-    return _mm256_dpbusd_epi32(acc, u, s);
-}
-
 /* Q4_0: four blocks (72 bytes of a row) a step, one 512-bit vector per row: 128-bit
  * segment j = the 16 quant bytes of block j, cut out of two loads with one word permute
  * (the 18-byte blocks keep every field 2-byte aligned). Against the activation blocks'
@@ -428,6 +424,11 @@ static inline __mmask64 mask_bytes(int64_t n) {
 /* 64 bytes at p; the first n only when !full */
 Q4_INLINE __m512i load64(const uint8_t *p, int full, int64_t n) {
     return full ? loadu512(p) : _mm512_maskz_loadu_epi8(mask_bytes(n), p);
+}
+
+/* 32 bytes at p; the first n only when !full */
+Q4_INLINE __m256i load32(const uint8_t *p, int full, int64_t n) {
+    return full ? loadu256(p) : _mm256_maskz_loadu_epi8((__mmask32)mask_bytes(n < 32 ? n : 32), p);
 }
 
 /* activations of 4 blocks: halves, the seed, d_a per segment */
@@ -457,12 +458,15 @@ Q4_INLINE q4_act4 q4_act_prep(const uint8_t *y, int full, int cnt) {
 }
 
 /* one row's 4 blocks at x: *l0 = its first 64 bytes (the d fields: words 0, 9, 18, 27);
- * returns the seeded lane sums, segment j = block j */
+ * returns the seeded lane sums, segment j = block j. The row is read with 256-bit loads
+ * (at +0, +32, +40): 512-bit loads straddling cache lines stream from RAM at ~2/3 the rate
+ * of 256-bit ones on this CPU (Zen 4 splits them) */
 Q4_INLINE __m512i q4_row4(const uint8_t *x, const q4_act4 *A, int full, int cnt, __m512i *l0) {
     const int64_t n = 18 * (int64_t)cnt;
-    const __m512i L0 = load64(x, full, n), L1 = load64(x + 8, full, n - 8);
+    const __m512i L0 = _mm512_inserti64x4(_mm512_castsi256_si512(load32(x, full, n)), load32(x + 32, full, n - 32), 1);
+    const __m512i L1 = _mm512_castsi256_si512(load32(x + 40, full, n - 40)); /* bytes 64..71: words 12..15 */
     const __m512i iq = IDX16(1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17,
-                             19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 60, 61, 62, 63);
+                             19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 44, 45, 46, 47);
     const __m512i q = _mm512_permutex2var_epi16(L0, iq, L1), m4 = _mm512_set1_epi8(0x0F);
     *l0 = L0;
     const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
@@ -546,52 +550,209 @@ float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n) {
     return _mm_cvtss_f32(acc);
 }
 
-/* Q8_0: a block is one vector; weights made unsigned by +128 (xor 0x80) so vpdpbusd takes
- * them as the u8 operand, and 128 * (activation lane sums), shared by all rows, is taken
- * off: exact signed block partials in 8 lanes per row. */
-static inline __attribute__((always_inline)) void q8_0_rows(const q_block_q8_0 *const *r, int nr,
-                                                            const q_block_q8_0 *y, int64_t nb,
-                                                            float *out) {
-    const __m256i c80 = _mm256_set1_epi8((char)0x80), z = _mm256_setzero_si256();
-    const size_t pf_off = PF_GROUPS * 4 * (size_t)nb * sizeof(q_block_q8_0);
-    float acc[4] = {0, 0, 0, 0};
-    for (int64_t b = 0; b < nb; b++) {
-        const __m256i yv = loadu256(y[b].qs);
-        const __m256i corr = dpbusd256(z, c80, yv);
-        const float dy = h2f(&y[b].d);
-        if (nr == 4) {
-            const char *pf = (const char *)(r[0] + b * 4) + pf_off;
-            _mm_prefetch(pf, _MM_HINT_T0);
-            _mm_prefetch(pf + 64, _MM_HINT_T0);
-            _mm_prefetch(pf + 128, _MM_HINT_T0);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < nr; i++) {
-            const __m256i wu = _mm256_xor_si256(loadu256(r[i][b].qs), c80);
-            const __m256i si = _mm256_sub_epi32(dpbusd256(z, wu, yv), corr);
-            /* exact block integer sum, then acc += isum * (d_w * d_a) in one rounding: the
-             * prefill GEMM tiles' float order (batch-invariant logits) */
-            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(si), _mm256_extracti128_si256(si, 1));
-            h = _mm_hadd_epi32(h, h);
-            h = _mm_hadd_epi32(h, h);
-            acc[i] = fmaf((float)_mm_cvtsi128_si32(h), h2f(&r[i][b].d) * dy, acc[i]);
-        }
+/* Q8_0: four blocks (136 bytes of a row) a step, two 512-bit vectors per row: one per
+ * pair of blocks, 256-bit half h = the 32 quant bytes of block h. Every load is 256 bits
+ * wide (the qs of one block; 512-bit loads that straddle cache lines halve the rate at
+ * which this CPU streams from RAM, ~20 vs ~35 GB/s a core) and the fp16 scales of the four
+ * rows' four blocks come with one dword gather. Weights are made unsigned by +128 (xor
+ * 0x80) so vpdpbusd takes them as the u8 operand, seeded with -128 x the activations'
+ * lane sums (shared by the four rows): exact signed block partials in 8 lanes per block.
+ * The two 128-bit quarters of a block fold into one (segment j = block j, 4 lanes), four
+ * rows reduce as in q4_step4, and each row's float chain runs in block order,
+ * acc = fma((float)isum, d_w * d_a, acc): the prefill tiles' per-block float sequence
+ * (batch invariance, tests/test_gemm.c). The last nb % 4 blocks use zero-masked loads
+ * (no read past the row; absent weights xor 0x80 meet zero activations) and the same
+ * code. */
+
+/* the 32 qs bytes of block j of a 4-block window at p (zero for a block past cnt) */
+Q4_INLINE __m256i q8_qs(const uint8_t *p, int j, int full, int cnt) {
+    return full ? loadu256(p + 34 * j + 2)
+                : _mm256_maskz_loadu_epi8(j < cnt ? ~(__mmask32)0 : 0, p + 34 * j + 2);
+}
+Q4_INLINE __m512i q8_qs2(const uint8_t *p, int j, int full, int cnt) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(q8_qs(p, j, full, cnt)), q8_qs(p, j + 1, full, cnt), 1);
+}
+/* fp16 at base + idx lane k (lanes of blocks past cnt: 0) -> float */
+Q4_INLINE __m512 q8_d16(const uint8_t *base, __m512i idx, int full, int cnt) {
+    const __mmask16 m = full ? 0xFFFF : (__mmask16)((1u << (4 * cnt)) - 1);
+    const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base, 1);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+}
+
+/* the fp16 scales of blocks 0..3 of a window at p (0 past cnt) -> float */
+Q4_INLINE __m128 q8_d4(const uint8_t *p, int full, int cnt) {
+    uint16_t h[4];
+    for (int j = 0; j < 4; j++) {
+        h[j] = 0;
+        if (full || j < cnt) memcpy(&h[j], p + 34 * j, 2);
     }
-    for (int i = 0; i < nr; i++) out[i] = acc[i];
+    return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+}
+
+typedef struct {
+    __m512i a01, a23, seed01, seed23;
+    __m128 da; /* d_a of blocks 0..3 */
+} q8_act4;
+
+Q4_INLINE q8_act4 q8_act_prep(const uint8_t *y, int full, int cnt) {
+    const __m512i c80 = _mm512_set1_epi8((char)0x80), z = _mm512_setzero_si512();
+    q8_act4 r;
+    r.a01 = q8_qs2(y, 0, full, cnt);
+    r.a23 = q8_qs2(y, 2, full, cnt);
+    r.seed01 = _mm512_sub_epi32(z, dpbusd(c80, r.a01));
+    r.seed23 = _mm512_sub_epi32(z, dpbusd(c80, r.a23));
+    r.da = q8_d4(y, full, cnt);
+    return r;
+}
+
+/* one row's 4 blocks at x: the seeded lane sums, 128-bit segment j = block j */
+Q4_INLINE __m512i q8_row4(const uint8_t *x, const q8_act4 *A, int full, int cnt) {
+    const __m512i c80 = _mm512_set1_epi8((char)0x80);
+    const __m512i w01 = _mm512_xor_si512(q8_qs2(x, 0, full, cnt), c80);
+    const __m512i w23 = _mm512_xor_si512(q8_qs2(x, 2, full, cnt), c80);
+    const __m512i z01 = _mm512_dpbusd_epi32(A->seed01, w01, A->a01);
+    const __m512i z23 = _mm512_dpbusd_epi32(A->seed23, w23, A->a23);
+    return _mm512_add_epi32(_mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(2, 0, 2, 0)),
+                            _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+/* 4 rows (row i at x + i * stride), blocks b..b+cnt-1: acc lane i = row i's chain;
+ * idw lane 4j + i = i * stride + 34 j */
+Q4_INLINE __m128 q8_step4(const uint8_t *x, size_t stride, __m512i idw, const uint8_t *y, int full,
+                          int cnt, __m128 acc) {
+    const q8_act4 A = q8_act_prep(y, full, cnt);
+    __m512i z[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) z[i] = q8_row4(x + i * stride, &A, full, cnt);
+    const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
+    const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
+    const __m512 u = _mm512_cvtepi32_ps(
+        _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23)));
+    const __m512 da = _mm512_permutexvar_ps(idx_by4(0), _mm512_castps128_ps512(A.da));
+    const __m512 dd = _mm512_mul_ps(q8_d16(x, idw, full, cnt), da); /* d_w * d_a */
+    acc = _mm_fmadd_ps(_mm512_castps512_ps128(u), _mm512_castps512_ps128(dd), acc);
+    if (cnt > 1) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 1), _mm512_extractf32x4_ps(dd, 1), acc);
+    if (cnt > 2) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 2), _mm512_extractf32x4_ps(dd, 2), acc);
+    if (cnt > 3) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 3), _mm512_extractf32x4_ps(dd, 3), acc);
+    return acc;
+}
+
+/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q8_step4 */
+Q4_INLINE __m128 q8_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
+    const q8_act4 A = q8_act_prep(y, full, cnt);
+    __m512i z = q8_row4(x, &A, full, cnt);
+    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_BADC));
+    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_CDAB)); /* every lane: its segment's sum */
+    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m128 u = _mm_cvtepi32_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, z)));
+    const __m128 dd = _mm_mul_ps(q8_d4(x, full, cnt), A.da);
+    acc = _mm_fmadd_ss(u, dd, acc);
+    if (cnt > 1) acc = _mm_fmadd_ss(_mm_permute_ps(u, 1), _mm_permute_ps(dd, 1), acc);
+    if (cnt > 2) acc = _mm_fmadd_ss(_mm_permute_ps(u, 2), _mm_permute_ps(dd, 2), acc);
+    if (cnt > 3) acc = _mm_fmadd_ss(_mm_permute_ps(u, 3), _mm_permute_ps(dd, 3), acc);
+    return acc;
 }
 
 float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n) {
-    const q_block_q8_0 *r[1] = {w};
-    float out[1];
-    q8_0_rows(r, 1, a, n / Q_QK, out);
-    return out[0];
+    const uint8_t *x = w, *y = a;
+    const int64_t nb = n / Q_QK;
+    __m128 acc = _mm_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) acc = q8_step1(x + 34 * b, y + 34 * b, 1, 4, acc);
+    if (b < nb) acc = q8_step1(x + 34 * b, y + 34 * b, 0, (int)(nb - b), acc);
+    return _mm_cvtss_f32(acc);
 }
 
 void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    const uint8_t *p = w, *y = a;
+    const int64_t nb = n / Q_QK;
+    /* gather offsets of the scales: int32 (rows of up to ~700 MB) */
+    const __m512i js = _mm512_setr_epi32(0, 0, 0, 0, 34, 34, 34, 34, 68, 68, 68, 68, 102, 102, 102, 102);
+    const __m512i is = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3),
+                                          _mm512_set1_epi32((int)stride));
+    const __m512i idw = _mm512_add_epi32(js, is);
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride; /* as in k_avx512_dot4_q4_0 */
+    __m128 acc = _mm_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        for (int l = 0; l < 9; l++) _mm_prefetch(pf + 4 * 34 * b + 64 * l, _MM_HINT_T0); /* 544 bytes */
+        acc = q8_step4(p + 34 * b, stride, idw, y + 34 * b, 1, 4, acc);
+    }
+    if (b < nb) acc = q8_step4(p + 34 * b, stride, idw, y + 34 * b, 0, (int)(nb - b), acc);
+    _mm_storeu_ps(out, acc);
+}
+
+/* Q6_K: one super-block (210 bytes of a row) a step, four rows sharing the activation
+ * quants and bsums. Bit-identical to k_avx2_dot_q6_K, which stays the single-row entry:
+ * its float order (8 lanes, acc += d * isum per super-block, then hsum_ps) is llama.cpp's,
+ * which the model goldens (tests/test_model.c) sit close to; the tiles' order (one chain
+ * per row) moves near-ties there. Decode (M = 1, this kernel) and short batches (M < 64:
+ * spec verification, the AVX2 entry) thus agree bit for bit; only long prefills (tiles)
+ * differ, as before. Integers: as k_avx512_dot_q6_K (levels 0..63 from ql / qh, vpdpbusd,
+ * sub-block scales per lane with vpmulld, the -32 offset through the bsums as
+ * -32 x scale int16 pairs); lane k' and k' + 8 of the 512-bit sums add up to exactly the
+ * AVX2 kernel's int32 lane k (element groups 4k..4k+3 of every 32-element chunk). Weight
+ * loads are 256 bits wide (see Q8_0); prefetch as in k_avx512_dot4_q4_0. */
+
+/* row x, block against activation quants y8 (4 x 64 bytes) and bsums: 16 int32 lanes,
+ * lane k + lane k + 8 = the AVX2 kernel's isum lane k */
+Q4_INLINE __m512i q6_row(const q_block_q6_K *x, const __m512i y8[4], __m256i bsums) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
+    const __m512i shA = shifts2(0, 2), shB = shifts2(4, 6);
+    const __m512i S = _mm512_cvtepi8_epi32(loadu128(x->scales));
+    const __m256i sc16 = _mm256_cvtepi8_epi16(loadu128(x->scales));
+    const __m256i c = _mm256_madd_epi16(bsums, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
+    __m512i is = _mm512_zextsi256_si512(c);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const __m512i L = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(x->ql + 64 * h)),
+                                             loadu256(x->ql + 64 * h + 32), 1);
+        const __m512i H = _mm512_broadcast_i64x4(loadu256(x->qh + 32 * h));
+        /* elements 0..63 of the half: low nibbles, qh bits 0-1 / 2-3; 64..127: high, 4-5 / 6-7 */
+        const __m512i qA = _mm512_or_si512(_mm512_and_si512(L, m4),
+                                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, shA), m3), 4));
+        const __m512i qB = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, shB), m3), 4));
+        const __m512i sA = _mm512_permutexvar_epi32(idx_by4(8 * h), S);
+        const __m512i sB = _mm512_permutexvar_epi32(idx_by4(8 * h + 4), S);
+        is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(qA, y8[2 * h]), sA));
+        is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(qB, y8[2 * h + 1]), sB));
+    }
+    return is;
+}
+
+/* two rows' lane sums -> [row a's 8 AVX2 lanes | row b's] as float */
+static inline __m512 q6_fold2(__m512i za, __m512i zb) {
+    return _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_shuffle_i64x2(za, zb, _MM_SHUFFLE(1, 0, 1, 0)),
+                                               _mm512_shuffle_i64x2(za, zb, _MM_SHUFFLE(3, 2, 3, 2))));
+}
+
+void k_avx512_dot4_q6_K(const void *w, size_t stride, const void *a, int64_t n, float *out) {
     const uint8_t *p = w;
-    const q_block_q8_0 *r[4] = {(const void *)p, (const void *)(p + stride),
-                                (const void *)(p + 2 * stride), (const void *)(p + 3 * stride)};
-    q8_0_rows(r, 4, a, n / Q_QK, out);
+    const q_block_q8_K *y = a;
+    const int64_t nb = n / Q_QK_K;
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps(); /* [row 0 | row 1], [2 | 3] */
+    for (int64_t b = 0; b < nb; b++) {
+        for (int l = 0; l < 14; l++) _mm_prefetch(pf + 4 * 210 * b + 64 * l, _MM_HINT_T0); /* 840 bytes */
+        __m512i y8[4];
+        for (int k = 0; k < 4; k++) y8[k] = loadu512(y[b].qs + 64 * k);
+        const __m256i bs = loadu256(y[b].bsums);
+        __m512i z[4];
+        float d[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const q_block_q6_K *x = (const q_block_q6_K *)(p + i * stride) + b;
+            z[i] = q6_row(x, y8, bs);
+            d[i] = y[b].d * h2f(&x->d);
+        }
+        acc01 = _mm512_fmadd_ps(set2_ps(d[0], d[1]), q6_fold2(z[0], z[1]), acc01);
+        acc23 = _mm512_fmadd_ps(set2_ps(d[2], d[3]), q6_fold2(z[2], z[3]), acc23);
+    }
+    out[0] = hsum_ps(_mm512_castps512_ps256(acc01));
+    out[1] = hsum_ps(_mm512_extractf32x8_ps(acc01, 1));
+    out[2] = hsum_ps(_mm512_castps512_ps256(acc23));
+    out[3] = hsum_ps(_mm512_extractf32x8_ps(acc23, 1));
 }
 
 /* ================================================================ install */
@@ -617,6 +778,7 @@ void k_install_avx512(k_kernels *k) {
     /* decode: four rows per call (bit-identical to the single-row entries above) */
     k->ops[ND_TYPE_Q4_0].vec_dot4 = k_avx512_dot4_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4 = k_avx512_dot4_q8_0;
+    k->ops[ND_TYPE_Q6_K].vec_dot4 = k_avx512_dot4_q6_K; /* vec_dot: k_avx2_dot_q6_K (same bits) */
 }
 
 void k_install_avx512_bf16(k_kernels *k) {
