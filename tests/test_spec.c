@@ -49,11 +49,13 @@ static void target_close(target *t) {
 
 static void test_ngram_lookup(void) {
     int32_t d[8];
-    /* a b c d a b c -> suffix "b c" (and "a b c") seen before: continue with d a b c */
+    /* a b c d a b c -> suffix "a b c" seen before: continue with d a b c, and since that
+     * reaches the present, around the loop again: d a b c d a b c */
     int32_t h[] = {1, 2, 3, 4, 1, 2, 3};
     int n = spec_ngram_lookup(h, 7, 2, 4, 8, d);
-    T_EQ_INT(n, 4);
-    T_CHECK(n == 4 && d[0] == 4 && d[1] == 1 && d[2] == 2 && d[3] == 3);
+    T_EQ_INT(n, 8);
+    const int32_t want[8] = {4, 1, 2, 3, 4, 1, 2, 3};
+    T_CHECK(n == 8 && !memcmp(d, want, sizeof want));
     T_EQ_INT(spec_ngram_lookup(h, 7, 2, 4, 2, d), 2); /* capped by k */
     /* the most recent occurrence wins: x y 5 ... x y 6 ... x y -> 6 */
     int32_t h2[] = {7, 8, 5, 9, 7, 8, 6, 9, 7, 8};
@@ -70,10 +72,15 @@ static void test_ngram_lookup(void) {
     T_EQ_INT(spec_ngram_lookup(h4, 5, 1, 4, 8, d), 0);
     T_EQ_INT(spec_ngram_lookup(h4, 1, 1, 4, 8, d), 0);
     T_EQ_INT(spec_ngram_lookup(h, 7, 2, 4, 0, d), 0);
-    /* a run of one token: suffix "5 5" matches one step back, continuation = the last token */
+    /* a run of one token: suffix "5 5" matches one step back; the loop continues: 5 x 8 */
     int32_t h5[] = {5, 5, 5, 5};
-    T_EQ_INT(spec_ngram_lookup(h5, 4, 2, 2, 8, d), 1);
-    T_EQ_INT(d[0], 5);
+    T_EQ_INT(spec_ngram_lookup(h5, 4, 2, 2, 8, d), 8);
+    T_CHECK(d[0] == 5 && d[7] == 5);
+    /* period 2 reaching the present: 1 2 1 2 1 -> 2 1 2 1 ... */
+    int32_t h6[] = {1, 2, 1, 2, 1};
+    T_EQ_INT(spec_ngram_lookup(h6, 5, 2, 2, 5, d), 5);
+    const int32_t want6[5] = {2, 1, 2, 1, 2};
+    T_CHECK(!memcmp(d, want6, sizeof want6));
 }
 
 static void test_expected_speedup(void) {
