@@ -280,6 +280,27 @@ static void usage(FILE *f) {
     fputc('\n', f);
 }
 
+/* llama.cpp's general.file_type for a file whose tensors are all of one type (the "pure"
+ * value: Q3_K -> Q3_K_S, Q4_K -> Q4_K_S ...); the ggml type id is not the same number. */
+static uint32_t llama_file_type(uint32_t t) {
+    switch (t) {
+    case ND_TYPE_F32: return 0;
+    case ND_TYPE_F16: return 1;
+    case ND_TYPE_Q4_0: return 2;
+    case ND_TYPE_Q4_1: return 3;
+    case ND_TYPE_Q8_0: return 7;
+    case ND_TYPE_Q5_0: return 8;
+    case ND_TYPE_Q5_1: return 9;
+    case ND_TYPE_Q2_K: return 10;
+    case ND_TYPE_Q3_K: return 11;
+    case ND_TYPE_Q4_K: return 14;
+    case ND_TYPE_Q5_K: return 16;
+    case ND_TYPE_Q6_K: return 18;
+    case ND_TYPE_BF16: return 32;
+    }
+    return 0;
+}
+
 int tool_synth(int argc, char **argv) {
     const char *pname = NULL, *out = NULL, *tname = "f16";
     uint64_t seed = 1234;
@@ -349,7 +370,7 @@ int tool_synth(int argc, char **argv) {
 #define AK(suffix) (snprintf(key, sizeof key, "%s." suffix, p->arch), key)
     gguf_writer_set_str(w, "general.architecture", p->arch);
     gguf_writer_set_str(w, "general.name", "synthetic (random weights: output is gibberish)");
-    gguf_writer_set_u32(w, "general.file_type", (uint32_t)type);
+    gguf_writer_set_u32(w, "general.file_type", llama_file_type((uint32_t)type));
     gguf_writer_set_u32(w, "general.quantization_version", 2);
     gguf_writer_set_u32(w, AK("context_length"), p->ctx);
     gguf_writer_set_u32(w, AK("embedding_length"), p->dim);
