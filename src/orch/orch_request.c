@@ -1103,7 +1103,7 @@ void oq_stream_pump(oreq *q, int wait_ms) {
 
 /* ---------------------------------------------------------------- metrics */
 
-void oq_account(oreq *q, int status) {
+void oq_account(oreq *q) {
     orch_server *s = q->s;
     orch_metrics *m = &s->met;
     pthread_mutex_lock(&s->mu);
@@ -1133,5 +1133,4 @@ void oq_account(oreq *q, int status) {
         m->first_byte_n++;
     }
     pthread_mutex_unlock(&s->mu);
-    (void)status;
 }

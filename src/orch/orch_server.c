@@ -30,9 +30,8 @@ static const struct {
 
 typedef struct oconn {
     int route;
-    nd_buf body;
-    size_t discarded;
-    bool too_big, replied;
+    srv_net_body body;
+    bool replied;
 } oconn;
 
 /* ---------------------------------------------------------------- replies */
@@ -120,7 +119,7 @@ static void stream_free(void *cls) {
     }
     if (!q->t_end) q->t_end = nd_time_s();
     log_request(q, 200);
-    oq_account(q, 200);
+    oq_account(q);
     oq_free(q);
     nd_free(st);
 }
@@ -134,11 +133,11 @@ static enum MHD_Result handle_chat(orch_server *s, struct MHD_Connection *mc, oc
     }
     oreq *q = &st->q;
     oq_init(q, s, conn_fd(mc));
-    if (oq_prepare(q, c->body.data, c->body.len, &e) || oq_start(q, &e)) {
+    if (oq_prepare(q, c->body.buf.data, c->body.buf.len, &e) || oq_start(q, &e)) {
         enum MHD_Result r = reply_err(s, mc, c, &e, NULL);
         if (q->body && cJSON_IsObject(q->body) && e.status != 400) {
             q->t_end = nd_time_s();
-            oq_account(q, e.status);
+            oq_account(q);
         }
         log_request(q, e.status);
         oq_free(q);
@@ -155,7 +154,7 @@ static enum MHD_Result handle_chat(orch_server *s, struct MHD_Connection *mc, oc
         r = reply(s, mc, c, status, "application/json", out ? out : "{}", trace.data, NULL);
         cJSON_free(out);
         log_request(q, status);
-        oq_account(q, status);
+        oq_account(q);
         oq_free(q);
         nd_free(st);
     } else {
@@ -310,16 +309,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (!c->too_big && c->body.len + n <= s->p.max_body) return nd_buf_append(&c->body, upload_data, n) ? MHD_NO : MHD_YES;
-        c->too_big = true;
-        c->discarded += n;
-        if (c->discarded > 4 * s->p.max_body) return MHD_NO;
-        return MHD_YES;
-    }
-    if (c->too_big) {
+    int fed = srv_net_body_feed(&c->body, upload_data, upload_data_size, s->p.max_body);
+    if (fed < 0) return MHD_NO;
+    if (fed == 0) return MHD_YES;
+    if (c->body.too_big) {
         srv_fail(&e, 413, "request_too_large", NULL, "the request body is larger than %zu bytes", s->p.max_body);
         return reply_err(s, mc, c, &e, NULL);
     }
@@ -334,7 +327,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     pthread_mutex_lock(&s->mu);
     s->n_inflight--;
     pthread_mutex_unlock(&s->mu);
-    nd_buf_free(&c->body);
+    nd_buf_free(&c->body.buf);
     nd_free(c);
     *con_cls = NULL;
 }

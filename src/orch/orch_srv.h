@@ -113,7 +113,7 @@ void oq_stream_pump(oreq *q, int wait_ms);
 /* "route=code path=rule target=main sentinel_in=EMAIL=1 ..." for the header and the log. */
 int oq_trace_line(const oreq *q, nd_buf *out);
 /* Adds the request's figures to the metrics (takes s->mu). */
-void oq_account(oreq *q, int status);
+void oq_account(oreq *q);
 
 /* orch_server.c */
 void orch_metrics_status(orch_server *s, int status);

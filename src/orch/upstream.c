@@ -29,7 +29,7 @@ struct orch_xfer {
     bool event_has_data;
     orch_xfer_fail fail;
     char msg[320];
-    double t0, t_last;            /* first pump, last byte */
+    double t_last;                /* last byte (idle timeout) */
 };
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -270,7 +270,7 @@ int orch_xfer_pump(orch_xfer *x, int wait_ms) {
     if (x->done) return 1;
     if (!x->started) {
         x->started = true;
-        x->t0 = x->t_last = nd_time_s();
+        x->t_last = nd_time_s();
     }
     int running = 0;
     if (curl_multi_perform(x->multi, &running) != CURLM_OK) {
@@ -297,11 +297,6 @@ int orch_xfer_pump(orch_xfer *x, int wait_ms) {
     return x->done;
 }
 
-void orch_xfer_wait_headers(orch_xfer *x) {
-    while (!x->headers_done && !orch_xfer_pump(x, 100)) {
-    }
-}
-
 void orch_xfer_finish(orch_xfer *x) {
     while (!orch_xfer_pump(x, 100)) {
     }
@@ -313,7 +308,6 @@ int orch_xfer_status(const orch_xfer *x) { return x->status; }
 bool orch_xfer_is_sse(const orch_xfer *x) { return x->sse; }
 const nd_buf *orch_xfer_body(const orch_xfer *x) { return &x->resp; }
 void orch_xfer_abort(orch_xfer *x) { x->aborted = true; }
-double orch_xfer_seconds(const orch_xfer *x) { return x->started ? nd_time_s() - x->t0 : 0; }
 
 orch_xfer_fail orch_xfer_failure(const orch_xfer *x, char *msg, size_t cap) {
     if (msg && cap) snprintf(msg, cap, "%s", x->fail ? x->msg : "");

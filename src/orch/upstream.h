@@ -53,8 +53,6 @@ orch_xfer *orch_xfer_post(const char *url, const char *bearer, const char *body,
 /* Moves the transfer on for at most wait_ms (0 = only what is ready). Returns 1 when the
  * transfer has ended (success or failure), 0 while it runs. */
 int orch_xfer_pump(orch_xfer *x, int wait_ms);
-/* Pumps until the response headers are in or the transfer ended. */
-void orch_xfer_wait_headers(orch_xfer *x);
 /* Pumps until the end. */
 void orch_xfer_finish(orch_xfer *x);
 bool orch_xfer_done(const orch_xfer *x);
@@ -66,7 +64,6 @@ const nd_buf *orch_xfer_body(const orch_xfer *x); /* non-SSE body so far */
 orch_xfer_fail orch_xfer_failure(const orch_xfer *x, char *msg, size_t cap);
 /* Stops the transfer; the next pump reports ORCH_XFER_ABORTED. */
 void orch_xfer_abort(orch_xfer *x);
-double orch_xfer_seconds(const orch_xfer *x); /* since the first pump */
 void orch_xfer_free(orch_xfer *x);            /* NULL is fine */
 
 /* Blocking POST (non-SSE): status and body (owned by the caller: nd_buf_free). Returns 0 when

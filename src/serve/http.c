@@ -49,9 +49,7 @@ static const struct {
 
 typedef struct conn {
     int route;
-    nd_buf body;
-    size_t discarded;
-    bool too_big;
+    srv_net_body body;
     bool replied;
 } conn;
 
@@ -211,7 +209,7 @@ static enum MHD_Result reply_stream(srv_t *s, struct MHD_Connection *mc, conn *c
 static enum MHD_Result handle_generate(srv_t *s, struct MHD_Connection *mc, conn *c) {
     srv_apierr e = {0};
     srv_req req;
-    if (srv_req_parse(&req, c->route == R_CHAT ? SRV_EP_CHAT : SRV_EP_COMPLETION, c->body.data, c->body.len, &e))
+    if (srv_req_parse(&req, c->route == R_CHAT ? SRV_EP_CHAT : SRV_EP_COMPLETION, c->body.buf.data, c->body.buf.len, &e))
         return reply_err(s, mc, c, &e, NULL);
     srv_task *t = NULL;
     if (not_ready(s, &e) || srv_task_new(s, &req, &t, &e)) {
@@ -260,8 +258,8 @@ static enum MHD_Result handle_health(srv_t *s, struct MHD_Connection *mc, conn *
 static enum MHD_Result handle_tokens(srv_t *s, struct MHD_Connection *mc, conn *c) {
     srv_apierr e = {0};
     if (not_ready(s, &e)) return reply_err(s, mc, c, &e, NULL);
-    char *out = c->route == R_TOKENIZE ? srv_json_tokenize(s, c->body.data, c->body.len, &e)
-                                       : srv_json_detokenize(s, c->body.data, c->body.len, &e);
+    char *out = c->route == R_TOKENIZE ? srv_json_tokenize(s, c->body.buf.data, c->body.buf.len, &e)
+                                       : srv_json_detokenize(s, c->body.buf.data, c->body.buf.len, &e);
     if (!out && e.status) return reply_err(s, mc, c, &e, NULL);
     return reply_json(s, mc, c, 200, out);
 }
@@ -305,18 +303,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (!c->too_big && c->body.len + n <= s->p.max_body) {
-            if (nd_buf_append(&c->body, upload_data, n)) return MHD_NO;
-            return MHD_YES;
-        }
-        c->too_big = true;
-        c->discarded += n;
-        return c->discarded > 4 * s->p.max_body ? MHD_NO : MHD_YES;
-    }
-    if (c->too_big) {
+    int fed = srv_net_body_feed(&c->body, upload_data, upload_data_size, s->p.max_body);
+    if (fed < 0) return MHD_NO;
+    if (fed == 0) return MHD_YES;
+    if (c->body.too_big) {
         srv_fail(&e, 413, "request_too_large", NULL, "the request body is larger than %zu bytes", s->p.max_body);
         return reply_err(s, mc, c, &e, NULL);
     }
@@ -333,7 +323,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls, e
     pthread_mutex_lock(&s->mu);
     s->n_inflight--;
     pthread_mutex_unlock(&s->mu);
-    nd_buf_free(&c->body);
+    nd_buf_free(&c->body.buf);
     nd_free(c);
     *con_cls = NULL;
 }

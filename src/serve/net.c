@@ -69,3 +69,13 @@ int srv_net_check(struct MHD_Connection *mc, bool open_route, const char *key, s
         return srv_fail(e, 413, "request_too_large", NULL, "the request body is larger than %zu bytes", max_body);
     return 0;
 }
+
+int srv_net_body_feed(srv_net_body *b, const char *data, size_t *size, size_t max_body) {
+    size_t n = *size;
+    if (!n) return 1;
+    *size = 0;
+    if (!b->too_big && b->buf.len + n <= max_body) return nd_buf_append(&b->buf, data, n) ? -1 : 0;
+    b->too_big = true;
+    b->discarded += n;
+    return b->discarded > 4 * max_body ? -1 : 0;
+}

@@ -24,4 +24,16 @@ struct MHD_Connection;
 struct srv_apierr;
 int srv_net_check(struct MHD_Connection *mc, bool open_route, const char *key, size_t max_body, struct srv_apierr *e);
 
+/* A request body collected under a byte limit: past the limit the rest is discarded (the
+ * handler answers 413 when too_big), up to 4x the limit, then the connection is dropped. */
+typedef struct srv_net_body {
+    nd_buf buf;
+    size_t discarded;
+    bool too_big;
+} srv_net_body;
+/* One upload call of the access handler: 1 when the body is complete (*size was 0), 0 when
+ * more is expected (*size is consumed), -1 to drop the connection (out of memory, or too
+ * much discarded). */
+int srv_net_body_feed(srv_net_body *b, const char *data, size_t *size, size_t max_body);
+
 #endif
