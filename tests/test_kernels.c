@@ -569,6 +569,69 @@ static void test_dot4(void) {
     T_CHECK(checked > 0);
 }
 
+/* Short-batch entries: dot4n over nt tokens equals dot4 on each token, bit for bit (the
+ * matmul uses dot4n for batches of 2..63 tokens and dot4 for decode, and speculative
+ * greedy decoding relies on the two agreeing). Every token count 1..K_DOT4N_MAX, lengths
+ * with and without a partial 4-block tail, padded row and activation strides, output
+ * written with a stride and guarded around. */
+static void test_dot4n(void) {
+    if (!cpu_has(K_ISA_AVX512)) T_SKIP("CPU lacks AVX-512 VNNI");
+    k_kernels k;
+    k_select(&k, K_ISA_AVX512);
+    unsigned long long s = 91;
+    int checked = 0;
+    for (size_t ti = 0; ti < N_WTYPES; ti++) {
+        const uint32_t wt = w_types[ti];
+        const k_ops *o = &k.ops[wt];
+        if (!o->vec_dot4n) continue;
+        T_CHECKF(o->vec_dot4 != NULL, "%s: dot4n without dot4", tname(wt));
+        const int64_t lens[] = {32, 96, 160, 896, 4864};
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+            for (int nt = 1; nt <= K_DOT4N_MAX; nt++) {
+                const int64_t n = lens[li];
+                const size_t wr = q_row_size(wt, n), stride = wr + 2 * (nt % 2);
+                const size_t ar = q_row_size(o->atype, n), astride = ar + 34 * (nt % 3 == 0);
+                const size_t os = 4 + (size_t)(nt % 4); /* output stride >= 4 */
+                uint8_t *w = malloc(stride * 4), *a = malloc(astride * nt);
+                float *x = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * (os * nt + 8));
+                for (size_t i = 0; i < stride * 4; i++) w[i] = (uint8_t)t_rand_u64(&s);
+                int off[2];
+                const int nf = scale_fields(wt, off);
+                for (int r = 0; r < 4; r++)
+                    for (int64_t b = 0; b < n / (int64_t)q_blck(wt); b++)
+                        for (int f = 0; f < nf; f++) {
+                            uint16_t h = h_of(t_rand_f(&s) * 0.01f);
+                            memcpy(w + r * stride + b * q_block_bytes(wt) + off[f], &h, 2);
+                        }
+                for (int t = 0; t < nt; t++) {
+                    for (int64_t i = 0; i < n; i++)
+                        x[i] = t_rand_f(&s) * (i % 37 == t ? 50.0f : 1.0f);
+                    ND_ASSERT(o->quantize(x, a + t * astride, n) == 0);
+                }
+                const float guard = -12345.0f;
+                for (size_t i = 0; i < os * nt + 8; i++) out[i] = guard;
+                o->vec_dot4n(w, stride, a, astride, nt, n, out + 4, os);
+                for (int t = 0; t < nt; t++) {
+                    float one[4];
+                    o->vec_dot4(w, stride, a + t * astride, n, one);
+                    for (int r = 0; r < 4; r++) {
+                        T_CHECKF(memcmp(&one[r], &out[4 + t * os + r], 4) == 0,
+                                 "%s n=%lld nt=%d token %d row %d: dot4n %.9g vs dot4 %.9g",
+                                 tname(wt), (long long)n, nt, t, r, out[4 + t * os + r], one[r]);
+                        checked++;
+                    }
+                    for (size_t i = 4; i < os && t + 1 < nt; i++) /* the gap between tokens */
+                        T_CHECKF(out[4 + t * os + i] == guard, "%s nt=%d: wrote into the stride gap",
+                                 tname(wt), nt);
+                }
+                for (int i = 0; i < 4; i++) T_CHECK(out[i] == guard); /* nothing before */
+                for (int i = 0; i < 4; i++) T_CHECK(out[4 + (nt - 1) * os + 4 + i] == guard);
+                free(w), free(a), free(x), free(out);
+            }
+    }
+    T_CHECK(checked > 0);
+}
+
 /* q_quantize_act's own rules (llama.cpp's x86 runtime quantizers), which the byte-identity
  * tests above then carry over to every SIMD quantizer:
  *   - Q8_0/Q8_1: ties go to EVEN (the *_ref rule, kept by q_quantize_row, is roundf);
@@ -709,6 +772,7 @@ int main(void) {
     T_RUN(test_neon_bit_exact);
 #endif
     T_RUN(test_dot4);
+    T_RUN(test_dot4n);
     T_RUN(test_matmul_best);
     return t_done();
 }

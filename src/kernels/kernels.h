@@ -29,6 +29,12 @@ typedef int (*k_quantize_fn)(const float *x, void *dst, int64_t n);
  * into out[0..3], each bit-identical to vec_dot on that row */
 typedef void (*k_vec_dot4_fn)(const void *wrow, size_t stride, const void *arow, int64_t n,
                               float *out);
+/* short batches: dots of 4 weight rows with nt activation rows (token t's at arow + t*astride
+ * bytes, 1 <= nt <= K_DOT4N_MAX) into out[t*ostride + i], each bit-identical to vec_dot4
+ * for that token; the rows are read and unpacked once for all nt tokens */
+#define K_DOT4N_MAX 8
+typedef void (*k_vec_dot4n_fn)(const void *wrow, size_t stride, const void *arow, size_t astride,
+                               int nt, int64_t n, float *out, size_t ostride);
 /* tile GEMM for M > 1 (prefill), defined in kernels/gemm.h (gemm helper) */
 typedef struct k_gemm_ops k_gemm_ops;
 
@@ -38,6 +44,7 @@ typedef struct k_ops {
     k_vec_dot_fn vec_dot;
     k_quantize_fn quantize;  /* converts activations to atype */
     k_vec_dot4_fn vec_dot4;  /* optional (NULL): 4 rows per call (decode and batches < K_GEMM_MIN_TOKENS) */
+    k_vec_dot4n_fn vec_dot4n; /* optional (NULL, needs vec_dot4): 4 rows x several tokens */
 } k_ops;
 
 typedef enum k_isa {

@@ -59,6 +59,11 @@ float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n);
 void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
 void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
 void k_avx512_dot4_q6_K(const void *w, size_t stride, const void *a, int64_t n, float *out);
+/* short batches: 4 rows x nt tokens (k_vec_dot4n_fn), each bit-identical to dot4 */
+void k_avx512_dot4n_q4_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os);
+void k_avx512_dot4n_q8_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os);
 
 /* Activation quantizers (AVX2; the AVX-512 table reuses them). Same errors as
  * q_quantize_act: ND_EINVAL if n < 0 or not a multiple of the block. */

@@ -457,11 +457,15 @@ Q4_INLINE q4_act4 q4_act_prep(const uint8_t *y, int full, int cnt) {
     return r;
 }
 
-/* one row's 4 blocks at x: *l0 = its first 64 bytes (the d fields: words 0, 9, 18, 27);
- * returns the seeded lane sums, segment j = block j. The row is read with 256-bit loads
- * (at +0, +32, +40): 512-bit loads straddling cache lines stream from RAM at ~2/3 the rate
- * of 256-bit ones on this CPU (Zen 4 splits them) */
-Q4_INLINE __m512i q4_row4(const uint8_t *x, const q4_act4 *A, int full, int cnt, __m512i *l0) {
+/* one row's 4 blocks at x, unpacked: lo / hi = the low / high nibbles, segment j = block
+ * j; *l0 = its first 64 bytes (the d fields: words 0, 9, 18, 27). The row is read with
+ * 256-bit loads (at +0, +32, +40): 512-bit loads straddling cache lines stream from RAM at
+ * ~2/3 the rate of 256-bit ones on this CPU (Zen 4 splits them) */
+typedef struct {
+    __m512i lo, hi;
+} q4_w4;
+
+Q4_INLINE q4_w4 q4_wprep(const uint8_t *x, int full, int cnt, __m512i *l0) {
     const int64_t n = 18 * (int64_t)cnt;
     const __m512i L0 = _mm512_inserti64x4(_mm512_castsi256_si512(load32(x, full, n)), load32(x + 32, full, n - 32), 1);
     const __m512i L1 = _mm512_castsi256_si512(load32(x + 40, full, n - 40)); /* bytes 64..71: words 12..15 */
@@ -469,30 +473,40 @@ Q4_INLINE __m512i q4_row4(const uint8_t *x, const q4_act4 *A, int full, int cnt,
                              19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31, 44, 45, 46, 47);
     const __m512i q = _mm512_permutex2var_epi16(L0, iq, L1), m4 = _mm512_set1_epi8(0x0F);
     *l0 = L0;
-    const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(A->seed, lo, A->lo), hi, A->hi);
+    return (q4_w4){_mm512_and_si512(q, m4), _mm512_and_si512(_mm512_srli_epi16(q, 4), m4)};
 }
 
-/* 4 rows, blocks b..b+cnt-1: acc lane i = row i's chain */
-Q4_INLINE __m128 q4_step4(const uint8_t *const r[4], size_t xoff, const uint8_t *y, int full, int cnt,
-                          __m128 acc) {
-    const q4_act4 A = q4_act_prep(y, full, cnt);
-    __m512i z[4], l0[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) z[i] = q4_row4(r[i] + xoff, &A, full, cnt, &l0[i]);
-    /* lanes of a segment -> one per row: segment j, lane i = row i's block j */
-    const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
-    const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
-    const __m512 u = _mm512_cvtepi32_ps(
-        _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23)));
-    /* d_w: word 9j of row i's first 64 bytes -> word 4j + i */
+/* the seeded lane sums of an unpacked row against one token's activations */
+Q4_INLINE __m512i q4_wdot(const q4_w4 *w, const q4_act4 *A) {
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(A->seed, w->lo, A->lo), w->hi, A->hi);
+}
+
+Q4_INLINE __m512i q4_row4(const uint8_t *x, const q4_act4 *A, int full, int cnt, __m512i *l0) {
+    const q4_w4 w = q4_wprep(x, full, cnt, l0);
+    return q4_wdot(&w, A);
+}
+
+/* d_w of 4 rows' 4 blocks from their first 64 bytes: lane 4j + i = row i's block j */
+Q4_INLINE __m512 q4_dw4(const __m512i l0[4]) {
     const __m512i id01 = IDX16(0, 32, 0, 0, 9, 41, 0, 0, 18, 50, 0, 0, 27, 59, 0, 0,
                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i id23 = IDX16(0, 0, 0, 32, 0, 0, 9, 41, 0, 0, 18, 50, 0, 0, 27, 59,
                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i dw = _mm512_mask_blend_epi16(0xCCCCCCCC, _mm512_permutex2var_epi16(l0[0], id01, l0[1]),
                                                _mm512_permutex2var_epi16(l0[2], id23, l0[3]));
-    const __m512 dd = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(dw)), A.da);
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(dw));
+}
+
+/* 4 rows' lane sums (segment j = block j) -> one float chain per row, blocks in order:
+ * acc lane i = fma((float)isum_ij, d_w * d_a, acc) for j < cnt. Shared by every 4-row
+ * entry, so all of them give the same bits for a (row, token). */
+Q4_INLINE __m128 fold4(const __m512i z[4], __m512 dw, __m512 da, int cnt, __m128 acc) {
+    /* lanes of a segment -> one per row: segment j, lane i = row i's block j */
+    const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
+    const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
+    const __m512 u = _mm512_cvtepi32_ps(
+        _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23)));
+    const __m512 dd = _mm512_mul_ps(dw, da);
     /* blocks in order (written out: the extract immediates must be constants at -O1) */
     acc = _mm_fmadd_ps(_mm512_castps512_ps128(u), _mm512_castps512_ps128(dd), acc);
     if (cnt > 1) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 1), _mm512_extractf32x4_ps(dd, 1), acc);
@@ -501,7 +515,25 @@ Q4_INLINE __m128 q4_step4(const uint8_t *const r[4], size_t xoff, const uint8_t 
     return acc;
 }
 
-/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q4_step4 */
+/* 4 rows, blocks b..b+cnt-1, nt tokens (token t's activation window at y + t * ys):
+ * acc[t] lane i = row i's chain for token t. The rows are unpacked once for all tokens. */
+Q4_INLINE void q4_step4n(const uint8_t *const r[4], size_t xoff, const uint8_t *y, size_t ys, int nt,
+                         int full, int cnt, __m128 *acc) {
+    q4_w4 w[4];
+    __m512i l0[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) w[i] = q4_wprep(r[i] + xoff, full, cnt, &l0[i]);
+    const __m512 dw = q4_dw4(l0);
+    for (int t = 0; t < nt; t++) {
+        const q4_act4 A = q4_act_prep(y + t * ys, full, cnt);
+        __m512i z[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) z[i] = q4_wdot(&w[i], &A);
+        acc[t] = fold4(z, dw, A.da, cnt, acc[t]);
+    }
+}
+
+/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q4_step4n */
 Q4_INLINE __m128 q4_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
     const q4_act4 A = q4_act_prep(y, full, cnt);
     __m512i l0;
@@ -522,7 +554,9 @@ Q4_INLINE __m128 q4_step1(const uint8_t *x, const uint8_t *y, int full, int cnt,
     return acc;
 }
 
-void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+/* 4 rows x nt tokens; nt a constant after inlining (the accumulators stay in registers) */
+Q4_INLINE void q4_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                        float *out, size_t os) {
     const uint8_t *p = w, *y = a;
     const uint8_t *r[4] = {p, p + stride, p + 2 * stride, p + 3 * stride};
     const int64_t nb = n / Q_QK;
@@ -530,14 +564,38 @@ void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, 
      * PF_GROUPS groups ahead (rows of a group are adjacent) at the pace we consume
      * (without: -30% decode tok/s) */
     const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
-    __m128 acc = _mm_setzero_ps();
+    __m128 acc[K_DOT4N_MAX];
+    for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
         for (int l = 0; l < 5; l++) _mm_prefetch(pf + 4 * 18 * b + 64 * l, _MM_HINT_T0); /* 288 bytes */
-        acc = q4_step4(r, 18 * (size_t)b, y + 34 * b, 1, 4, acc);
+        q4_step4n(r, 18 * (size_t)b, y + 34 * b, as, nt, 1, 4, acc);
     }
-    if (b < nb) acc = q4_step4(r, 18 * (size_t)b, y + 34 * b, 0, (int)(nb - b), acc);
-    _mm_storeu_ps(out, acc);
+    if (b < nb) q4_step4n(r, 18 * (size_t)b, y + 34 * b, as, nt, 0, (int)(nb - b), acc);
+    for (int t = 0; t < nt; t++) _mm_storeu_ps(out + t * os, acc[t]);
+}
+
+void k_avx512_dot4_q4_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    q4_dot4n(w, stride, a, 0, 1, n, out, 0);
+}
+
+/* one instantiation per token count, 1..K_DOT4N_MAX */
+#define DOT4N_SWITCH(IMPL)                                                                   \
+    switch (nt) {                                                                            \
+    case 1: IMPL(w, stride, a, as, 1, n, out, os); break;                                    \
+    case 2: IMPL(w, stride, a, as, 2, n, out, os); break;                                    \
+    case 3: IMPL(w, stride, a, as, 3, n, out, os); break;                                    \
+    case 4: IMPL(w, stride, a, as, 4, n, out, os); break;                                    \
+    case 5: IMPL(w, stride, a, as, 5, n, out, os); break;                                    \
+    case 6: IMPL(w, stride, a, as, 6, n, out, os); break;                                    \
+    case 7: IMPL(w, stride, a, as, 7, n, out, os); break;                                    \
+    case 8: IMPL(w, stride, a, as, 8, n, out, os); break;                                    \
+    default: break;                                                                          \
+    }
+
+void k_avx512_dot4n_q4_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    DOT4N_SWITCH(q4_dot4n)
 }
 
 float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n) {
@@ -558,7 +616,7 @@ float k_avx512_dot_q4_0_r(const void *w, const void *a, int64_t n) {
  * 0x80) so vpdpbusd takes them as the u8 operand, seeded with -128 x the activations'
  * lane sums (shared by the four rows): exact signed block partials in 8 lanes per block.
  * The two 128-bit quarters of a block fold into one (segment j = block j, 4 lanes), four
- * rows reduce as in q4_step4, and each row's float chain runs in block order,
+ * rows reduce as in q4_step4n, and each row's float chain runs in block order,
  * acc = fma((float)isum, d_w * d_a, acc): the prefill tiles' per-block float sequence
  * (batch invariance, tests/test_gemm.c). The last nb % 4 blocks use zero-masked loads
  * (no read past the row; absent weights xor 0x80 meet zero activations) and the same
@@ -605,39 +663,48 @@ Q4_INLINE q8_act4 q8_act_prep(const uint8_t *y, int full, int cnt) {
     return r;
 }
 
-/* one row's 4 blocks at x: the seeded lane sums, 128-bit segment j = block j */
-Q4_INLINE __m512i q8_row4(const uint8_t *x, const q8_act4 *A, int full, int cnt) {
+/* one row's 4 blocks at x, made unsigned (xor 0x80): blocks 0-1 / 2-3 */
+typedef struct {
+    __m512i w01, w23;
+} q8_w4;
+
+Q4_INLINE q8_w4 q8_wprep(const uint8_t *x, int full, int cnt) {
     const __m512i c80 = _mm512_set1_epi8((char)0x80);
-    const __m512i w01 = _mm512_xor_si512(q8_qs2(x, 0, full, cnt), c80);
-    const __m512i w23 = _mm512_xor_si512(q8_qs2(x, 2, full, cnt), c80);
-    const __m512i z01 = _mm512_dpbusd_epi32(A->seed01, w01, A->a01);
-    const __m512i z23 = _mm512_dpbusd_epi32(A->seed23, w23, A->a23);
+    return (q8_w4){_mm512_xor_si512(q8_qs2(x, 0, full, cnt), c80), _mm512_xor_si512(q8_qs2(x, 2, full, cnt), c80)};
+}
+
+/* the seeded lane sums of a prepared row against one token, 128-bit segment j = block j */
+Q4_INLINE __m512i q8_wdot(const q8_w4 *w, const q8_act4 *A) {
+    const __m512i z01 = _mm512_dpbusd_epi32(A->seed01, w->w01, A->a01);
+    const __m512i z23 = _mm512_dpbusd_epi32(A->seed23, w->w23, A->a23);
     return _mm512_add_epi32(_mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(2, 0, 2, 0)),
                             _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
-/* 4 rows (row i at x + i * stride), blocks b..b+cnt-1: acc lane i = row i's chain;
- * idw lane 4j + i = i * stride + 34 j */
-Q4_INLINE __m128 q8_step4(const uint8_t *x, size_t stride, __m512i idw, const uint8_t *y, int full,
-                          int cnt, __m128 acc) {
-    const q8_act4 A = q8_act_prep(y, full, cnt);
-    __m512i z[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) z[i] = q8_row4(x + i * stride, &A, full, cnt);
-    const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[0], z[1]), _mm512_unpackhi_epi32(z[0], z[1]));
-    const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(z[2], z[3]), _mm512_unpackhi_epi32(z[2], z[3]));
-    const __m512 u = _mm512_cvtepi32_ps(
-        _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23)));
-    const __m512 da = _mm512_permutexvar_ps(idx_by4(0), _mm512_castps128_ps512(A.da));
-    const __m512 dd = _mm512_mul_ps(q8_d16(x, idw, full, cnt), da); /* d_w * d_a */
-    acc = _mm_fmadd_ps(_mm512_castps512_ps128(u), _mm512_castps512_ps128(dd), acc);
-    if (cnt > 1) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 1), _mm512_extractf32x4_ps(dd, 1), acc);
-    if (cnt > 2) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 2), _mm512_extractf32x4_ps(dd, 2), acc);
-    if (cnt > 3) acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(u, 3), _mm512_extractf32x4_ps(dd, 3), acc);
-    return acc;
+Q4_INLINE __m512i q8_row4(const uint8_t *x, const q8_act4 *A, int full, int cnt) {
+    const q8_w4 w = q8_wprep(x, full, cnt);
+    return q8_wdot(&w, A);
 }
 
-/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q8_step4 */
+/* 4 rows (row i at x + i * stride), blocks b..b+cnt-1, nt tokens (token t's window at
+ * y + t * ys): acc[t] lane i = row i's chain; idw lane 4j + i = i * stride + 34 j */
+Q4_INLINE void q8_step4n(const uint8_t *x, size_t stride, __m512i idw, const uint8_t *y, size_t ys,
+                         int nt, int full, int cnt, __m128 *acc) {
+    q8_w4 w[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) w[i] = q8_wprep(x + i * stride, full, cnt);
+    const __m512 dw = q8_d16(x, idw, full, cnt);
+    for (int t = 0; t < nt; t++) {
+        const q8_act4 A = q8_act_prep(y + t * ys, full, cnt);
+        __m512i z[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) z[i] = q8_wdot(&w[i], &A);
+        const __m512 da = _mm512_permutexvar_ps(idx_by4(0), _mm512_castps128_ps512(A.da));
+        acc[t] = fold4(z, dw, da, cnt, acc[t]);
+    }
+}
+
+/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q8_step4n */
 Q4_INLINE __m128 q8_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
     const q8_act4 A = q8_act_prep(y, full, cnt);
     __m512i z = q8_row4(x, &A, full, cnt);
@@ -663,7 +730,8 @@ float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n) {
     return _mm_cvtss_f32(acc);
 }
 
-void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+Q4_INLINE void q8_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                        float *out, size_t os) {
     const uint8_t *p = w, *y = a;
     const int64_t nb = n / Q_QK;
     /* gather offsets of the scales: int32 (rows of up to ~700 MB) */
@@ -671,15 +739,25 @@ void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, 
     const __m512i is = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3),
                                           _mm512_set1_epi32((int)stride));
     const __m512i idw = _mm512_add_epi32(js, is);
-    const char *pf = (const char *)p + PF_GROUPS * 4 * stride; /* as in k_avx512_dot4_q4_0 */
-    __m128 acc = _mm_setzero_ps();
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride; /* as in q4_dot4n */
+    __m128 acc[K_DOT4N_MAX];
+    for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
         for (int l = 0; l < 9; l++) _mm_prefetch(pf + 4 * 34 * b + 64 * l, _MM_HINT_T0); /* 544 bytes */
-        acc = q8_step4(p + 34 * b, stride, idw, y + 34 * b, 1, 4, acc);
+        q8_step4n(p + 34 * b, stride, idw, y + 34 * b, as, nt, 1, 4, acc);
     }
-    if (b < nb) acc = q8_step4(p + 34 * b, stride, idw, y + 34 * b, 0, (int)(nb - b), acc);
-    _mm_storeu_ps(out, acc);
+    if (b < nb) q8_step4n(p + 34 * b, stride, idw, y + 34 * b, as, nt, 0, (int)(nb - b), acc);
+    for (int t = 0; t < nt; t++) _mm_storeu_ps(out + t * os, acc[t]);
+}
+
+void k_avx512_dot4_q8_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    q8_dot4n(w, stride, a, 0, 1, n, out, 0);
+}
+
+void k_avx512_dot4n_q8_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    DOT4N_SWITCH(q8_dot4n)
 }
 
 /* Q6_K: one super-block (210 bytes of a row) a step, four rows sharing the activation
@@ -779,6 +857,9 @@ void k_install_avx512(k_kernels *k) {
     k->ops[ND_TYPE_Q4_0].vec_dot4 = k_avx512_dot4_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4 = k_avx512_dot4_q8_0;
     k->ops[ND_TYPE_Q6_K].vec_dot4 = k_avx512_dot4_q6_K; /* vec_dot: k_avx2_dot_q6_K (same bits) */
+    /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
+    k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
+    k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
 }
 
 void k_install_avx512_bf16(k_kernels *k) {
