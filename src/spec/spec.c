@@ -8,6 +8,7 @@
 #define EMA_COST 0.8  /* decay of the cost estimates */
 #define PROBE_MIN 4   /* steps between 1-token probes while drafting does not pay */
 #define PROBE_MAX 64
+#define EXPLORE_EVERY 8 /* drafting steps between tries of twice the chosen length */
 
 /* A cost estimate: the minimum of the first samples (the first pass of a cold context
  * pays page faults and allocation), then an exponential moving average. */
@@ -178,7 +179,7 @@ int spec_seq_retarget(spec_seq *q, const spec_params *p, const spec_draft_model 
     q->n_last = 0;
     q->acc_ema = q->tried_ema = 0;
     q->probe_every = PROBE_MIN;
-    q->since_probe = 0;
+    q->since_probe = q->since_explore = 0;
     q->probing = false;
     spec_seq_reset_stats(q);
     return 0;
@@ -262,6 +263,15 @@ static int choose_len(spec_seq *q, int kmax) {
     }
     if (best > 0) {
         q->since_probe = 0;
+        /* The pass costs for lengths never tried are extrapolated from the ones tried; one
+         * noisy early sample could make longer passes look dear forever (seen: stuck at
+         * k = 1 with 100% acceptance, 1.36x where k ~ 7 gives 1.84x). So while drafts are
+         * mostly accepted, every EXPLORE_EVERY steps try twice the length: that measures
+         * the cost further out, and the fit corrects itself either way. */
+        if (++q->since_explore >= EXPLORE_EVERY && best < kmax && a > 0.5) {
+            q->since_explore = 0;
+            return 2 * best < kmax ? 2 * best : kmax;
+        }
         return best;
     }
     if (++q->since_probe < q->probe_every) return 0;

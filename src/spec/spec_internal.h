@@ -58,6 +58,7 @@ struct spec_seq {
     double tv[SPEC_MAX_DRAFT + 2];    /* target seconds per pass of n tokens (EMA) */
     int tn[SPEC_MAX_DRAFT + 2];       /* observations per n */
     int probe_every, since_probe;
+    int since_explore;                /* drafting steps since a longer draft was tried */
     bool probing;
 
     spec_stats st;
