@@ -933,8 +933,11 @@ static void test_spec_draft_server(void) {
     if (!bin()) T_SKIP("NINDUB_BIN not set (run through make test)");
     if (!model()) T_SKIP("fixture model aidreams260K-f32.gguf not found");
     server s;
-    /* the model drafts for itself: greedy drafts are the target's own picks */
-    int rc = server_start(&s, true, "--parallel 4 -c 256 --draft %s --draft-fixed --draft-p-min 0 --draft-max 6", model());
+    /* the model drafts for itself: greedy drafts are the target's own picks; each slot's
+     * greedy requests draft on the slot's own thread (--draft-async) while the batch runs */
+    int rc = server_start(&s, true,
+                          "--parallel 4 -c 256 --draft %s --draft-fixed --draft-p-min 0 --draft-max 6 --draft-async",
+                          model());
     T_CHECKF(rc == 0, "server did not start (%s)", s.log);
     if (rc) {
         server_stop(&s);

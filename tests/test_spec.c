@@ -174,7 +174,7 @@ static int generate(target *t, spec_seq *q, const int32_t *prompt, int np, int n
 }
 
 static void check_greedy_pair(const char *tpath, const char *dpath, spec_kind kind, const int32_t *prompt, int np,
-                              bool expect_accept) {
+                              bool expect_accept, bool async) {
     target t;
     if (target_open(&t, tpath)) {
         T_FAILF("cannot open %s", tpath);
@@ -192,6 +192,7 @@ static void check_greedy_pair(const char *tpath, const char *dpath, spec_kind ki
     p.draft_max = 6;
     p.ngram_min = 1;
     p.draft_threads = 1;
+    p.draft_async = async;
     p.n_ctx = 256;
     smp_params sp = smp_default_params();
     sp.temp = 0;
@@ -201,8 +202,18 @@ static void check_greedy_pair(const char *tpath, const char *dpath, spec_kind ki
         T_EQ_INT(generate(&t, q, prompt, np, N, spec, &err), 0);
         int same = 0;
         while (same < N && plain[same] == spec[same]) same++;
-        T_CHECKF(same == N, "%s + %s: first difference at token %d", tpath, dpath ? dpath : "ngram", same);
+        T_CHECKF(same == N, "%s + %s%s: first difference at token %d", tpath, dpath ? dpath : "ngram",
+                 async ? " (async)" : "", same);
         const spec_stats *st = spec_seq_stats(q);
+        /* a drafter that always agrees with the target (itself) has its next draft ready */
+        if (async && dpath && !strcmp(tpath, dpath))
+            T_CHECKF(st->n_ready > 0, "%s + %s async: no draft came from the drafter thread (%lld steps)",
+                     tpath, dpath, (long long)st->n_steps);
+        if (async)
+            fprintf(stderr, "  %s + %s async: %lld of %lld drafts ready, %lld/%lld accepted\n", tpath, dpath,
+                   (long long)st->n_ready, (long long)st->n_draft_steps, (long long)st->n_accepted,
+                   (long long)st->n_drafted);
+        if (!async) T_EQ_INT(st->n_ready, 0);
         T_CHECKF(st->n_drafted > 0, "no drafts were proposed");
         if (expect_accept) T_CHECKF(st->n_accepted > 0, "no draft accepted (%lld drafted)", (long long)st->n_drafted);
         T_CHECK(st->n_accepted <= st->n_tried && st->n_tried <= st->n_drafted);
@@ -221,12 +232,16 @@ static void test_greedy_identical(void) {
         T_SKIP("fixtures not found");
     const int32_t prompt[] = {1, 429, 471, 266, 447, 290, 438, 276, 437, 441, 375};
     const int np = (int)(sizeof prompt / sizeof prompt[0]);
-    check_greedy_pair(t32, t32, SPEC_DRAFT, prompt, np, true);  /* itself: everything accepted */
-    check_greedy_pair(q8, q4, SPEC_DRAFT, prompt, np, true);    /* its quantized versions */
-    check_greedy_pair(t32, q2, SPEC_DRAFT, prompt, np, true);
-    check_greedy_pair(t32, ai, SPEC_DRAFT, prompt, np, false);  /* an unrelated drafter */
-    check_greedy_pair(ai, NULL, SPEC_NGRAM, prompt, np, true);  /* aidreams repeats itself */
-    check_greedy_pair(t32, NULL, SPEC_NGRAM, prompt, np, false);
+    check_greedy_pair(t32, t32, SPEC_DRAFT, prompt, np, true, false);  /* itself: everything accepted */
+    check_greedy_pair(q8, q4, SPEC_DRAFT, prompt, np, true, false);    /* its quantized versions */
+    check_greedy_pair(t32, q2, SPEC_DRAFT, prompt, np, true, false);
+    check_greedy_pair(t32, ai, SPEC_DRAFT, prompt, np, false, false);  /* an unrelated drafter */
+    check_greedy_pair(ai, NULL, SPEC_NGRAM, prompt, np, true, false);  /* aidreams repeats itself */
+    check_greedy_pair(t32, NULL, SPEC_NGRAM, prompt, np, false, false);
+    /* the drafter on its own thread, drafting past the draft under verification */
+    check_greedy_pair(t32, t32, SPEC_DRAFT, prompt, np, true, true);
+    check_greedy_pair(q8, q4, SPEC_DRAFT, prompt, np, true, true);
+    check_greedy_pair(t32, ai, SPEC_DRAFT, prompt, np, false, true);
 }
 
 /* One sequence re-targeted between drafters (as a server slot is between requests), and a

@@ -60,6 +60,7 @@ typedef struct srv_params {
                                default srv_default_params sets) */
     bool draft_fixed;       /* always draft draft_max (default: adapt to acceptance and costs) */
     int draft_threads;      /* draft model threads per slot; 0 = n_threads */
+    bool draft_async;       /* greedy requests draft on the slot's own thread (spec_params.draft_async) */
     int ngram_min, ngram_max; /* n-gram suffix lengths; 0 = 2, 4 */
     /* testing aids (0 = off): sleep this long after every engine step / before loading,
      * so tests can hold a slot busy or observe the loading state deterministically */

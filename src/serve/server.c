@@ -27,6 +27,7 @@ static int resolve_spec(const srv_params *q, spec_params *out, nd_err *err) {
     p.draft_min = q->draft_min;
     p.adaptive = !q->draft_fixed;
     p.draft_threads = q->draft_threads ? q->draft_threads : q->n_threads;
+    p.draft_async = q->draft_async;
     if (q->ngram_min) p.ngram_min = q->ngram_min;
     if (q->ngram_max) p.ngram_max = q->ngram_max;
     if (p.draft_max < 1 || p.draft_max > SPEC_MAX_DRAFT || p.draft_min < 0 || p.draft_min > p.draft_max)

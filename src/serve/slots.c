@@ -164,6 +164,7 @@ static int task_spec(const srv_t *s, srv_task *t, srv_apierr *e) {
     p.adaptive = s->spec.adaptive;
     p.ngram_min = s->spec.ngram_min, p.ngram_max = s->spec.ngram_max;
     p.draft_threads = s->spec.draft_threads;
+    p.draft_async = s->spec.draft_async;
     if (r->spec_draft_max) p.draft_max = r->spec_draft_max;
     if (r->spec_p_min >= 0) p.p_min = r->spec_p_min;
     if (p.draft_min > p.draft_max) p.draft_min = p.draft_max;

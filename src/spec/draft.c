@@ -73,24 +73,25 @@ const model_t *spec_draft_model_model(const spec_draft_model *d) { return d->m; 
 
 /* ---------------------------------------------------------------- drafting */
 
-/* Brings the draft cache to hist[0..n) and its logits to the prediction after hist[n-1]:
- * keeps the longest common prefix, runs the rest in one pass. */
-static int draft_sync(spec_seq *q, nd_err *err) {
-    const spec_toks *h = &q->hist;
+/* Brings the draft cache to h[0..n) and its logits to the prediction after h[n-1]: keeps
+ * the longest common prefix, runs the rest in one pass. */
+static int draft_sync_to(spec_seq *q, const int32_t *h, size_t n, nd_err *err) {
     size_t c = 0;
-    while (c < h->n && c < q->dkv.n && h->v[c] == q->dkv.v[c]) c++;
-    if (c == h->n) c--; /* logits of the last token are needed again */
-    if ((int64_t)h->n > model_ctx_n_ctx(q->dctx))
+    while (c < n && c < q->dkv.n && h[c] == q->dkv.v[c]) c++;
+    if (c == n) c--; /* logits of the last token are needed again */
+    if ((int64_t)n > model_ctx_n_ctx(q->dctx))
         return nd_seterr(err, ND_ERANGE, "draft model context (%lld) is full; use a larger -c for both",
                          (long long)model_ctx_n_ctx(q->dctx));
-    int rc = model_forward(q->dctx, h->v + c, (int)(h->n - c), (int64_t)c, q->dlogits, MODEL_LOGITS_LAST, err);
+    int rc = model_forward(q->dctx, h + c, (int)(n - c), (int64_t)c, q->dlogits, MODEL_LOGITS_LAST, err);
     q->dkv.n = c;
     if (rc) {
         q->dkv.n = 0; /* the cache is undefined from c on: resync from scratch next time */
         return nd_preerr(err, "draft model: ");
     }
-    return spec_toks_push(&q->dkv, h->v + c, h->n - c) ? nd_seterr(err, ND_ENOMEM, "out of memory") : 0;
+    return spec_toks_push(&q->dkv, h + c, n - c) ? nd_seterr(err, ND_ENOMEM, "out of memory") : 0;
 }
+
+static int draft_sync(spec_seq *q, nd_err *err) { return draft_sync_to(q, q->hist.v, q->hist.n, err); }
 
 /* Greedy drafter: argmax of the raw logits and its softmax probability (temperature 1). */
 static int32_t argmax_p(const float *l, int64_t n, float *p_top) {
@@ -125,16 +126,25 @@ static int draft_sampled(spec_seq *q, int i, int32_t *x, float *p_top, nd_err *e
 }
 
 int spec_model_draft(spec_seq *q, int k, int32_t *draft, int *n, nd_err *err) {
-    *n = 0;
+    const int n0 = *n; /* draft[0..n0) is given: continue after it (greedy only) */
     double t0 = nd_time_s();
     size_t before = q->dkv.n;
     q->sync_cold = model_ctx_n_past(q->dctx) == 0;
-    int rc = draft_sync(q, err);
+    int rc;
+    if (n0 > 0) {
+        spec_toks *h = &q->la.base; /* free: the asynchronous drafter is idle */
+        h->n = 0;
+        if (spec_toks_push(h, q->hist.v, q->hist.n) || spec_toks_push(h, draft, (size_t)n0))
+            return nd_seterr(err, ND_ENOMEM, "out of memory");
+        rc = draft_sync_to(q, h->v, h->n, err);
+    } else {
+        rc = draft_sync(q, err);
+    }
     if (rc) return rc;
     q->t_sync = nd_time_s() - t0;
     q->n_sync = (int64_t)(q->hist.n - (before < q->hist.n ? before : 0));
     q->qoff[0] = 0;
-    for (int i = 0; i < k; i++) {
+    for (int i = n0; i < k; i++) {
         int32_t x;
         float p_top = 1;
         if (q->greedy) x = argmax_p(q->dlogits, q->dm->n_common, &p_top);
@@ -152,4 +162,133 @@ int spec_model_draft(spec_seq *q, int k, int32_t *draft, int *n, nd_err *err) {
         if (spec_toks_push(&q->dkv, &x, 1)) return nd_seterr(err, ND_ENOMEM, "out of memory");
     }
     return 0;
+}
+
+/* ------------------------------------------------------ asynchronous drafter */
+
+/* The job: sync to base, then greedy predictions one token at a time (each fed back)
+ * until draft_max of them, a top probability below p_min, a full context, or stop. An
+ * error only ends the lookahead: the next draft resyncs synchronously and reports it. */
+static void la_job(spec_seq *q) {
+    spec_la *la = &q->la;
+    nd_err err = {0};
+    la->toks.n = 0;
+    la->open = true;
+    if (draft_sync_to(q, la->base.v, la->base.n, &err)) return;
+    for (;;) {
+        float p_top;
+        int32_t x = argmax_p(q->dlogits, q->dm->n_common, &p_top);
+        if (p_top < q->p.p_min) {
+            la->open = false;
+            return;
+        }
+        if (spec_toks_push(&la->toks, &x, 1)) return;
+        if ((int)la->toks.n >= q->p.draft_max || atomic_load_explicit(&la->stop, memory_order_relaxed)) return;
+        int64_t pos = (int64_t)q->dkv.n;
+        if (pos >= model_ctx_n_ctx(q->dctx)) return;
+        if (model_forward(q->dctx, &x, 1, pos, q->dlogits, MODEL_LOGITS_LAST, &err)) {
+            q->dkv.n = 0;
+            return;
+        }
+        if (spec_toks_push(&q->dkv, &x, 1)) return;
+    }
+}
+
+static void *la_main(void *arg) {
+    spec_seq *q = arg;
+    spec_la *la = &q->la;
+    pthread_mutex_lock(&la->mu);
+    for (;;) {
+        while (!la->busy && !la->quit) pthread_cond_wait(&la->cv, &la->mu);
+        if (la->quit) break;
+        pthread_mutex_unlock(&la->mu);
+        la_job(q);
+        pthread_mutex_lock(&la->mu);
+        la->busy = false;
+        pthread_cond_broadcast(&la->cv);
+    }
+    pthread_mutex_unlock(&la->mu);
+    return NULL;
+}
+
+void spec_la_wait(spec_seq *q) {
+    spec_la *la = &q->la;
+    if (!la->started) return;
+    atomic_store(&la->stop, true);
+    pthread_mutex_lock(&la->mu);
+    while (la->busy) pthread_cond_wait(&la->cv, &la->mu);
+    pthread_mutex_unlock(&la->mu);
+}
+
+void spec_la_cancel(spec_seq *q) {
+    if (q->la.started) atomic_store(&q->la.stop, true);
+}
+
+void spec_la_start(spec_seq *q, const int32_t *draft, int n) {
+    spec_la *la = &q->la;
+    spec_la_wait(q);
+    la->valid = false;
+    if (n < 1 || !q->dctx) return;
+    if (!la->started) {
+        if (pthread_mutex_init(&la->mu, NULL)) return;
+        if (pthread_cond_init(&la->cv, NULL)) {
+            pthread_mutex_destroy(&la->mu);
+            return;
+        }
+        la->busy = la->quit = false;
+        if (pthread_create(&la->th, NULL, la_main, q)) {
+            pthread_cond_destroy(&la->cv);
+            pthread_mutex_destroy(&la->mu);
+            return;
+        }
+        la->started = true;
+    }
+    la->base.n = 0;
+    if (spec_toks_push(&la->base, q->hist.v, q->hist.n) || spec_toks_push(&la->base, draft, (size_t)n)) return;
+    atomic_store(&la->stop, false);
+    pthread_mutex_lock(&la->mu);
+    la->busy = la->valid = true;
+    pthread_cond_signal(&la->cv);
+    pthread_mutex_unlock(&la->mu);
+}
+
+int spec_la_take(spec_seq *q, int k, int32_t *draft) {
+    spec_la *la = &q->la;
+    spec_la_wait(q);
+    if (!la->valid) return 0;
+    la->valid = false;
+    /* the history must be base + toks[0..j) for some j >= 1: the whole draft and at least
+     * one more token (the target's bonus token) agreed with the lookahead */
+    const spec_toks *h = &q->hist;
+    const size_t nb = la->base.n;
+    if (h->n <= nb || h->n - nb > la->toks.n || memcmp(h->v, la->base.v, nb * sizeof *h->v) ||
+        memcmp(h->v + nb, la->toks.v, (h->n - nb) * sizeof *h->v))
+        return 0;
+    size_t from = h->n - nb;
+    int n = 0;
+    while (n < k && from + (size_t)n < la->toks.n) {
+        int32_t x = la->toks.v[from + (size_t)n];
+        if (q->p.allow && !q->p.allow(q->p.allow_user, draft, n, x)) break;
+        draft[n++] = x;
+    }
+    return n;
+}
+
+void spec_la_free(spec_seq *q) {
+    spec_la *la = &q->la;
+    if (la->started) {
+        spec_la_wait(q);
+        pthread_mutex_lock(&la->mu);
+        la->quit = true;
+        pthread_cond_signal(&la->cv);
+        pthread_mutex_unlock(&la->mu);
+        pthread_join(la->th, NULL);
+        pthread_cond_destroy(&la->cv);
+        pthread_mutex_destroy(&la->mu);
+        la->started = false;
+    }
+    nd_free(la->base.v);
+    nd_free(la->toks.v);
+    memset(&la->base, 0, sizeof la->base);
+    memset(&la->toks, 0, sizeof la->toks);
 }

@@ -137,6 +137,8 @@ int spec_seq_retarget(spec_seq *q, const spec_params *p, const spec_draft_model 
     if (!rc && draft && q->dm && q->dm != dm)
         rc = nd_seterr(err, ND_EINVAL, "speculative decoding: this sequence drafts with another model");
     if (rc) return rc;
+    spec_la_wait(q); /* the drafter thread reads the parameters and the draft context */
+    q->la.valid = false;
     /* everything that can fail first, then commit */
     model_ctx *dctx = NULL;
     float *dlogits = NULL;
@@ -187,6 +189,7 @@ int spec_seq_retarget(spec_seq *q, const spec_params *p, const spec_draft_model 
 
 void spec_seq_free(spec_seq *q) {
     if (!q) return;
+    spec_la_free(q); /* first: its thread may be using the draft context */
     model_ctx_free(q->dctx);
     smp_free(q->dsmp);
     nd_free(q->dlogits);
@@ -298,12 +301,18 @@ int spec_draft(spec_seq *q, int max, int32_t *draft, int *n_draft, nd_err *err) 
     if (k <= 0) return 0;
     double t0 = nd_time_s();
     int n = 0, rc = 0;
+    const bool async = q->p.kind == SPEC_DRAFT && q->p.draft_async && q->greedy;
     if (q->p.kind == SPEC_NGRAM) {
         n = spec_ngram_lookup(q->hist.v, q->hist.n, q->p.ngram_min, q->p.ngram_max, k, draft);
         for (int i = 0; i < n; i++)
             if (q->p.allow && !q->p.allow(q->p.allow_user, draft, i, draft[i])) n = i;
-    } else if ((rc = spec_model_draft(q, k, draft, &n, err))) {
-        return rc;
+    } else {
+        /* async: start from what the drafter thread has ready, then draft the rest here */
+        if (async && (n = spec_la_take(q, k, draft)) > 0) {
+            q->st.n_ready++;
+            q->t_sync = 0, q->n_sync = 0, q->sync_cold = false;
+        }
+        if (n < k && (n == 0 || q->la.open) && (rc = spec_model_draft(q, k, draft, &n, err))) return rc;
     }
     if (n < q->p.draft_min) n = 0;
     if (!n && q->p.kind == SPEC_DRAFT) {
@@ -328,6 +337,7 @@ int spec_draft(spec_seq *q, int max, int32_t *draft, int *n_draft, nd_err *err) 
     memcpy(q->last, draft, (size_t)n * sizeof *draft);
     q->n_last = n;
     *n_draft = n;
+    if (async && n > 0) spec_la_start(q, draft, n); /* runs while the target verifies */
     return 0;
 }
 
@@ -419,6 +429,7 @@ int spec_verify(spec_seq *q, smp_chain *smp, const float *logits, const int32_t 
         q->n_last = 0;
         return rc;
     }
+    if (acc < n_draft) spec_la_cancel(q); /* a draft token was rejected: the lookahead is moot */
     int tried = acc + (acc < n_draft);
     spec_stats *st = &q->st;
     st->n_steps++;

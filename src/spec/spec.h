@@ -72,6 +72,13 @@ typedef struct spec_params {
     int ngram_min;      /* shortest suffix matched (default 2) */
     int ngram_max;      /* longest suffix matched, <= 16 (default 4) */
     int draft_threads;  /* draft model context threads (0: all CPUs) */
+    /* Draft model, greedy sequences: draft on a thread of the sequence while the target
+     * verifies. After a draft goes to verification, the thread goes on drafting past it as
+     * if all of it were accepted; when the target then accepts the whole draft and its
+     * bonus token is what the drafter predicted next, the next draft is ready (or partly
+     * so). Pays off when the draft model's threads (draft_threads) run on cores the
+     * target's do not use. Sampling sequences draft synchronously. */
+    bool draft_async;
     int64_t n_ctx;      /* draft model context (0: the model's, at most 4096) */
     /* Optional draft filter (grammar): false stops the draft before tok. */
     bool (*allow)(void *user, const int32_t *drafted, int n, int32_t tok);
@@ -112,6 +119,7 @@ typedef struct spec_stats {
     int64_t n_accepted;  /* draft tokens accepted */
     int64_t n_tried;     /* draft tokens verified before the first rejection of each step */
     int64_t n_out;       /* tokens returned (accepted + one per step) */
+    int64_t n_ready;     /* draft_async: drafts the drafter thread had ready (no catch-up) */
     double t_draft;      /* seconds spent drafting (incl. the draft model's catch-up with the
                             accepted tokens, not its prefill of a new history) */
     double t_prefill;    /* seconds of the draft model's prefills (> 2 * draft_max tokens) */

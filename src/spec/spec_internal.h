@@ -2,6 +2,9 @@
 #ifndef ND_SPEC_INTERNAL_H
 #define ND_SPEC_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "spec/spec.h"
 
 struct spec_draft_model {
@@ -15,6 +18,24 @@ typedef struct spec_toks {
     int32_t *v;
     size_t n, cap;
 } spec_toks;
+
+/* The asynchronous drafter (spec_params.draft_async, greedy only): a thread of the sequence
+ * that, while the target verifies a draft, goes on drafting past it as if all of it were
+ * accepted. While a job runs, the thread owns the draft context, dkv and dlogits; the
+ * sequence's own code touches them only after spec_la_wait. */
+typedef struct spec_la {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool started;             /* thread, mutex and condition variable exist */
+    bool busy;                /* a job is queued or running (mu) */
+    bool quit;                /* the thread should exit (mu) */
+    _Atomic bool stop;        /* the running job should end after its current token */
+    spec_toks base;           /* the job's history: accepted tokens + the draft being verified */
+    spec_toks toks;           /* what the draft model predicts after base, greedily */
+    bool valid;               /* base/toks hold a finished job's result */
+    bool open;                /* ... which did not end on a low top probability (p_min) */
+} spec_la;
 
 struct spec_seq {
     spec_params p;
@@ -30,6 +51,7 @@ struct spec_seq {
     smp_chain *dsmp;          /* drafter chain: same temperature / truncation, no penalties */
     float *dlogits;           /* [draft rows] */
     spec_toks dkv;            /* tokens the draft cache holds */
+    spec_la la;               /* the asynchronous drafter (draft_async) */
 
     /* the last draft and, for a sampling draft model, its q distributions:
      * position i's pairs are qid/qp[qoff[i] .. qoff[i+1]) */
@@ -68,8 +90,23 @@ int spec_toks_push(spec_toks *t, const int32_t *v, size_t n);
 /* Draws an id with probability p[i] / sum(p) (p[i] >= 0, some > 0). */
 int32_t spec_draw(smp_rng *r, const int32_t *ids, const float *p, int64_t n);
 
-/* draft.c: proposes up to k tokens with the draft model into draft[] (*n may be 0). */
+/* draft.c: proposes up to k tokens with the draft model into draft[] (*n may be 0). On
+ * entry *n is the number of tokens draft[] already holds (0, or for a greedy sequence
+ * those the asynchronous drafter had ready): drafting continues after them. */
 int spec_model_draft(spec_seq *q, int k, int32_t *draft, int *n, nd_err *err);
+/* draft.c, draft_async: the draft the last lookahead already holds for the current
+ * history (up to k tokens, filtered by p.allow); 0 tokens when it does not fit. Waits for
+ * the running job first. */
+int spec_la_take(spec_seq *q, int k, int32_t *draft);
+/* Starts drafting past hist + draft[0..n) on the sequence's thread (n >= 1). A failure to
+ * start only means no lookahead (the next draft is made synchronously). */
+void spec_la_start(spec_seq *q, const int32_t *draft, int n);
+/* Asks the running job to end after its current token (its lookahead is of no use). */
+void spec_la_cancel(spec_seq *q);
+/* Waits for the running job (after asking it to stop); the draft state is the caller's again. */
+void spec_la_wait(spec_seq *q);
+/* Stops and joins the thread, frees the lookahead. */
+void spec_la_free(spec_seq *q);
 /* ngram.c: the continuation of the most recent earlier occurrence of the longest suffix of
  * h[0..n) of nmax..nmin tokens, at most k tokens, into draft; returns its length (0: none). */
 int spec_ngram_lookup(const int32_t *h, size_t n, int nmin, int nmax, int k, int32_t *draft);

@@ -50,6 +50,8 @@ void gen_opts_usage(FILE *f) {
                "  --draft-fixed        always draft up to --draft-max (default: adapt the length to the\n"
                "                       measured acceptance rate and costs)\n"
                "  --draft-threads N    threads of the draft model (default: as -t)\n"
+               "  --draft-async        greedy: the draft model drafts on its own thread(s) while the target\n"
+               "                       verifies (for cores the target does not use: e.g. -t 3 --draft-threads 1)\n"
                "  --ngram-min N, --ngram-max N   suffix lengths the lookup matches (default 2, 4)\n");
 }
 
@@ -61,6 +63,11 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
     }
     if (!strcmp(a, "--draft-fixed")) {
         o->spec.adaptive = false;
+        o->spec_flags = true;
+        return 1;
+    }
+    if (!strcmp(a, "--draft-async")) {
+        o->spec.draft_async = true;
         o->spec_flags = true;
         return 1;
     }

@@ -37,6 +37,7 @@ static void usage(FILE *f) {
             "  --draft-p-min P      stop drafting when the draft model's top probability < P (default 0.3)\n"
             "  --draft-fixed        always draft up to --draft-max (default: adaptive length)\n"
             "  --draft-threads N    draft model threads (default: as -t)\n"
+            "  --draft-async        greedy requests: draft on the slot's own thread while the target verifies\n"
             "  --ngram-min N, --ngram-max N   suffix lengths the lookup matches (default 2, 4)\n"
             "testing aids: --test-step-delay-ms N (sleep after each engine step),\n"
             "              --test-load-delay-ms N (sleep before loading the model)\n"
@@ -61,6 +62,7 @@ static int spec_finish(const gen_opts *g, srv_params *p) {
     p->draft_p_min = g->spec.p_min;
     p->draft_fixed = !g->spec.adaptive;
     p->draft_threads = g->spec.draft_threads;
+    p->draft_async = g->spec.draft_async;
     p->ngram_min = g->spec.ngram_min;
     p->ngram_max = g->spec.ngram_max;
     return 0;
