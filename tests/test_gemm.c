@@ -261,7 +261,7 @@ static void test_matmul_threads(void) {
 static void test_batch_invariant(void) {
     k_kernels k;
     k_select(&k, K_ISA_BEST);
-    static const uint32_t inv[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0};
+    static const uint32_t inv[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0, ND_TYPE_Q5_0};
     static const int64_t Ks[] = {896, 928, 960, 992, 96};
     nd_err err = {0};
     k_scratch sc = {0};

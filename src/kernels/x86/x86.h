@@ -64,6 +64,12 @@ void k_avx512_dot4n_q4_0(const void *w, size_t stride, const void *a, size_t as,
                          float *out, size_t os);
 void k_avx512_dot4n_q8_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                          float *out, size_t os);
+/* Q5_0 (the fallback type of Q4_K_M files for rows that are not a multiple of 256): the
+ * single-row entry, 4 rows, 4 rows x nt tokens, all in the prefill tiles' float order */
+float k_avx512_dot_q5_0_r(const void *w, const void *a, int64_t n);
+void k_avx512_dot4_q5_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
+void k_avx512_dot4n_q5_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os);
 
 /* Activation quantizers (AVX2; the AVX-512 table reuses them). Same errors as
  * q_quantize_act: ND_EINVAL if n < 0 or not a multiple of the block. */

@@ -760,6 +760,131 @@ void k_avx512_dot4n_q8_0(const void *w, size_t stride, const void *a, size_t as,
     DOT4N_SWITCH(q8_dot4n)
 }
 
+/* Q5_0: as Q4_0, four blocks (88 bytes of a row) a step, with the fifth bit of every
+ * element (qh, 32 bits a block) or'ed in as 0x10 through byte masks, and the seed
+ * -16 x the activations' lane sums (twice Q4_0's). The d fields come with one dword
+ * gather (as Q8_0). Each row's float chain is the Q4_0 one (fold4), which is also the
+ * prefill tiles' per-block order: Q5_0 is batch-invariant too (tests/test_gemm.c). */
+
+/* word w of an 88-byte window from L0 (bytes 0..63) or L1 (bytes 56..87) */
+#define Q5W(w) ((w) < 32 ? (w) : 32 + (w) - 28)
+
+/* the qh word of block j of the window at p (0 for a block past cnt) */
+Q4_INLINE uint32_t q5_qh(const uint8_t *p, int j, int full, int cnt) {
+    uint32_t h = 0;
+    if (full || j < cnt) memcpy(&h, p + 22 * j + 2, 4);
+    return h;
+}
+
+Q4_INLINE q4_w4 q5_wprep(const uint8_t *x, int full, int cnt) {
+    const int64_t n = 22 * (int64_t)cnt;
+    const __m512i L0 = _mm512_inserti64x4(_mm512_castsi256_si512(load32(x, full, n)), load32(x + 32, full, n - 32), 1);
+    const __m512i L1 = _mm512_castsi256_si512(load32(x + 56, full, n - 56));
+    const __m512i iq = IDX16(Q5W(3), Q5W(4), Q5W(5), Q5W(6), Q5W(7), Q5W(8), Q5W(9), Q5W(10),
+                             Q5W(14), Q5W(15), Q5W(16), Q5W(17), Q5W(18), Q5W(19), Q5W(20), Q5W(21),
+                             Q5W(25), Q5W(26), Q5W(27), Q5W(28), Q5W(29), Q5W(30), Q5W(31), Q5W(32),
+                             Q5W(36), Q5W(37), Q5W(38), Q5W(39), Q5W(40), Q5W(41), Q5W(42), Q5W(43));
+    const __m512i q = _mm512_permutex2var_epi16(L0, iq, L1), m4 = _mm512_set1_epi8(0x0F);
+    const __m512i c10 = _mm512_set1_epi8(0x10);
+    uint64_t mlo = 0, mhi = 0;
+    for (int j = 0; j < 4; j++) {
+        const uint64_t h = q5_qh(x, j, full, cnt);
+        mlo |= (h & 0xFFFF) << (16 * j);
+        mhi |= (h >> 16) << (16 * j);
+    }
+    return (q4_w4){_mm512_or_si512(_mm512_and_si512(q, m4), _mm512_maskz_mov_epi8((__mmask64)mlo, c10)),
+                   _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q, 4), m4),
+                                   _mm512_maskz_mov_epi8((__mmask64)mhi, c10))};
+}
+
+/* seeded lane sums with the Q5 seed (seed16 = -16 x the activations' lane sums) */
+Q4_INLINE __m512i q5_wdot(const q4_w4 *w, const q4_act4 *A, __m512i seed16) {
+    return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed16, w->lo, A->lo), w->hi, A->hi);
+}
+
+/* 4 rows (row i at x + i * stride), blocks b..b+cnt-1, nt tokens; idw lane 4j + i =
+ * i * stride + 22 j */
+Q4_INLINE void q5_step4n(const uint8_t *x, size_t stride, __m512i idw, const uint8_t *y, size_t ys, int nt,
+                         int full, int cnt, __m128 *acc) {
+    q4_w4 w[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) w[i] = q5_wprep(x + i * stride, full, cnt);
+    const __mmask16 m = full ? 0xFFFF : (__mmask16)((1u << (4 * cnt)) - 1);
+    const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idw, x, 1);
+    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+    for (int t = 0; t < nt; t++) {
+        const q4_act4 A = q4_act_prep(y + t * ys, full, cnt);
+        const __m512i seed16 = _mm512_add_epi32(A.seed, A.seed);
+        __m512i z[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) z[i] = q5_wdot(&w[i], &A, seed16);
+        acc[t] = fold4(z, dw, A.da, cnt, acc[t]);
+    }
+}
+
+/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q5_step4n */
+Q4_INLINE __m128 q5_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
+    const q4_act4 A = q4_act_prep(y, full, cnt);
+    const q4_w4 w = q5_wprep(x, full, cnt);
+    __m512i z = q5_wdot(&w, &A, _mm512_add_epi32(A.seed, A.seed));
+    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_BADC));
+    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_CDAB)); /* every lane: its segment's sum */
+    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m128 u = _mm_cvtepi32_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, z)));
+    uint16_t h[4];
+    for (int j = 0; j < 4; j++) {
+        h[j] = 0;
+        if (full || j < cnt) memcpy(&h[j], x + 22 * j, 2);
+    }
+    const __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+    const __m128 da = _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, A.da));
+    const __m128 dd = _mm_mul_ps(dw, da);
+    acc = _mm_fmadd_ss(u, dd, acc);
+    if (cnt > 1) acc = _mm_fmadd_ss(_mm_permute_ps(u, 1), _mm_permute_ps(dd, 1), acc);
+    if (cnt > 2) acc = _mm_fmadd_ss(_mm_permute_ps(u, 2), _mm_permute_ps(dd, 2), acc);
+    if (cnt > 3) acc = _mm_fmadd_ss(_mm_permute_ps(u, 3), _mm_permute_ps(dd, 3), acc);
+    return acc;
+}
+
+float k_avx512_dot_q5_0_r(const void *w, const void *a, int64_t n) {
+    const uint8_t *x = w, *y = a;
+    const int64_t nb = n / Q_QK;
+    __m128 acc = _mm_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) acc = q5_step1(x + 22 * b, y + 34 * b, 1, 4, acc);
+    if (b < nb) acc = q5_step1(x + 22 * b, y + 34 * b, 0, (int)(nb - b), acc);
+    return _mm_cvtss_f32(acc);
+}
+
+Q4_INLINE void q5_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                        float *out, size_t os) {
+    const uint8_t *p = w, *y = a;
+    const int64_t nb = n / Q_QK;
+    const __m512i js = _mm512_setr_epi32(0, 0, 0, 0, 22, 22, 22, 22, 44, 44, 44, 44, 66, 66, 66, 66);
+    const __m512i is = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3),
+                                          _mm512_set1_epi32((int)stride));
+    const __m512i idw = _mm512_add_epi32(js, is);
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride; /* as in q4_dot4n */
+    __m128 acc[K_DOT4N_MAX];
+    for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+        for (int l = 0; l < 6; l++) _mm_prefetch(pf + 4 * 22 * b + 64 * l, _MM_HINT_T0); /* 352 bytes */
+        q5_step4n(p + 22 * b, stride, idw, y + 34 * b, as, nt, 1, 4, acc);
+    }
+    if (b < nb) q5_step4n(p + 22 * b, stride, idw, y + 34 * b, as, nt, 0, (int)(nb - b), acc);
+    for (int t = 0; t < nt; t++) _mm_storeu_ps(out + t * os, acc[t]);
+}
+
+void k_avx512_dot4_q5_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    q5_dot4n(w, stride, a, 0, 1, n, out, 0);
+}
+
+void k_avx512_dot4n_q5_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    DOT4N_SWITCH(q5_dot4n)
+}
+
 /* Q6_K: one super-block (210 bytes of a row) a step, four rows sharing the activation
  * quants and bsums. Bit-identical to k_avx2_dot_q6_K, which stays the single-row entry:
  * its float order (8 lanes, acc += d * isum per super-block, then hsum_ps) is llama.cpp's,
@@ -848,7 +973,7 @@ void k_install_avx512(k_kernels *k) {
     } while (0)
     E(F32, k_avx512_dot_f32);
     E(F16, k_avx512_dot_f16);
-    E(Q5_0, k_avx512_dot_q5_0);
+    E(Q5_0, k_avx512_dot_q5_0_r);
     E(Q5_1, k_avx512_dot_q5_1);
     E(Q4_0, k_avx512_dot_q4_0_r);
     E(Q8_0, k_avx512_dot_q8_0_r);
@@ -860,6 +985,8 @@ void k_install_avx512(k_kernels *k) {
     /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
     k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
+    k->ops[ND_TYPE_Q5_0].vec_dot4 = k_avx512_dot4_q5_0;
+    k->ops[ND_TYPE_Q5_0].vec_dot4n = k_avx512_dot4n_q5_0;
 }
 
 void k_install_avx512_bf16(k_kernels *k) {
