@@ -562,6 +562,11 @@ static void test_cli(void) {
     T_CHECKF(!strncmp(a, b, strlen(a)), "draft run differs: '%.60s' vs '%.60s'", a, b);
     T_CHECKF(strstr(b, "speculative (draft model)") && strstr(b, "acceptance rate") && strstr(b, "mean accepted length"),
              "no speculative figures in: %s", b);
+    nd_free(b);
+    /* the drafter on its own thread: the same text */
+    T_EQ_INT(run(&b, "run -m %s -p 'The quick' -n 40 --temp 0 -t 1 --draft %s --draft-threads 1 --draft-async "
+                     "--draft-p-min 0 2>/dev/null", q8, q4), 0);
+    T_CHECKF(!strcmp(a, b), "--draft-async run differs: '%.60s' vs '%.60s'", a, b);
     nd_free(a);
     nd_free(b);
     /* errors */

@@ -194,7 +194,7 @@ static void usage(FILE *f) {
                "  --kv f16|f32   KV cache type (default f16)\n"
                "speculative decoding (greedy generation of -n tokens after a prompt, plain vs speculative):\n"
                "  --draft FILE | --spec ngram   [--draft-max N] [--draft-min N] [--draft-p-min P] [--draft-fixed]\n"
-               "  [--draft-threads N] [--ngram-min N] [--ngram-max N]   as for nindub run\n"
+               "  [--draft-threads N] [--draft-async] [--ngram-min N] [--ngram-max N]   as for nindub run\n"
                "  -f FILE        prompt text (default: a built-in paragraph)\n");
 }
 
