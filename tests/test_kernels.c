@@ -555,14 +555,18 @@ static void test_dot4(void) {
             for (int64_t i = 0; i < n; i++) /* a few outliers: other quants saturate */
                 x[i] = t_rand_f(&s) * (i % 37 == 3 ? 50.0f : 1.0f);
             ND_ASSERT(o->quantize(x, a, n) == 0);
+            /* the 4-row entry reads the prepared layout when the type has one */
+            uint8_t *pa = o->act_prep ? malloc(o->act_prep(NULL, n, NULL)) : a;
+            if (o->act_prep) T_EQ_INT((long long)o->act_prep(a, n, pa), (long long)o->act_prep(NULL, n, NULL));
             float out[4];
-            o->vec_dot4(w, stride, a, n, out);
+            o->vec_dot4(w, stride, pa, n, out);
             for (int r = 0; r < 4; r++) {
                 const float one = o->vec_dot(w + r * stride, a, n);
                 T_CHECKF(memcmp(&one, &out[r], 4) == 0, "%s n=%lld row %d: dot4 %.9g vs dot %.9g",
                          tname(wt), (long long)n, r, out[r], one);
                 checked++;
             }
+            if (pa != a) free(pa);
             free(w), free(a), free(x);
         }
     }
@@ -590,9 +594,12 @@ static void test_dot4n(void) {
             for (int nt = 1; nt <= K_DOT4N_MAX; nt++) {
                 const int64_t n = lens[li];
                 const size_t wr = q_row_size(wt, n), stride = wr + 2 * (nt % 2);
-                const size_t ar = q_row_size(o->atype, n), astride = ar + 34 * (nt % 3 == 0);
+                const size_t ar = q_row_size(o->atype, n);
+                const size_t pr = o->act_prep ? o->act_prep(NULL, n, NULL) : ar; /* what dot4n reads */
+                const size_t astride = ar + 34 * (nt % 3 == 0), pstride = pr + 64 * (nt % 3 == 0);
                 const size_t os = 4 + (size_t)(nt % 4); /* output stride >= 4 */
                 uint8_t *w = malloc(stride * 4), *a = malloc(astride * nt);
+                uint8_t *pa = o->act_prep ? malloc(pstride * nt) : a;
                 float *x = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * (os * nt + 8));
                 for (size_t i = 0; i < stride * 4; i++) w[i] = (uint8_t)t_rand_u64(&s);
                 int off[2];
@@ -607,13 +614,14 @@ static void test_dot4n(void) {
                     for (int64_t i = 0; i < n; i++)
                         x[i] = t_rand_f(&s) * (i % 37 == t ? 50.0f : 1.0f);
                     ND_ASSERT(o->quantize(x, a + t * astride, n) == 0);
+                    if (o->act_prep) o->act_prep(a + t * astride, n, pa + t * pstride);
                 }
                 const float guard = -12345.0f;
                 for (size_t i = 0; i < os * nt + 8; i++) out[i] = guard;
-                o->vec_dot4n(w, stride, a, astride, nt, n, out + 4, os);
+                o->vec_dot4n(w, stride, pa, o->act_prep ? pstride : astride, nt, n, out + 4, os);
                 for (int t = 0; t < nt; t++) {
                     float one[4];
-                    o->vec_dot4(w, stride, a + t * astride, n, one);
+                    o->vec_dot4(w, stride, o->act_prep ? pa + t * pstride : a + t * astride, n, one);
                     for (int r = 0; r < 4; r++) {
                         T_CHECKF(memcmp(&one[r], &out[4 + t * os + r], 4) == 0,
                                  "%s n=%lld nt=%d token %d row %d: dot4n %.9g vs dot4 %.9g",
@@ -626,6 +634,7 @@ static void test_dot4n(void) {
                 }
                 for (int i = 0; i < 4; i++) T_CHECK(out[i] == guard); /* nothing before */
                 for (int i = 0; i < 4; i++) T_CHECK(out[4 + (nt - 1) * os + 4 + i] == guard);
+                if (pa != a) free(pa);
                 free(w), free(a), free(x), free(out);
             }
     }

@@ -42,7 +42,7 @@ K_SCALAR(Q6_K, Q8_K)
 #undef K_SCALAR
 
 static void set_scalar(k_kernels *k) {
-#define E(T) k->ops[ND_TYPE_##T] = (k_ops){"scalar", q_vec_dot_type(ND_TYPE_##T), dot_##T, quant_##T, NULL, NULL}
+#define E(T) k->ops[ND_TYPE_##T] = (k_ops){"scalar", q_vec_dot_type(ND_TYPE_##T), dot_##T, quant_##T, NULL, NULL, NULL}
     E(F32); E(F16); E(BF16); E(Q4_0); E(Q4_1); E(Q5_0); E(Q5_1); E(Q8_0);
     E(Q2_K); E(Q3_K); E(Q4_K); E(Q5_K); E(Q6_K);
 #undef E
@@ -186,6 +186,8 @@ typedef struct mm_args {
     size_t w_row;
     const uint8_t *A;   /* M activation rows of a_row bytes */
     size_t a_row;
+    const uint8_t *P;   /* what vec_dot4 / vec_dot4n read: A, or M prepared rows of p_row bytes */
+    size_t p_row;
     const float *X;     /* for the quantize pass */
     int64_t K, N, M;
     float *Y;           /* [M][N] */
@@ -219,6 +221,7 @@ static void mm_quantize_worker(void *arg, int ith, int nth) {
     for (int64_t m = ith; m < a.M; m += nth) {
         int rc = a.ops->quantize(a.X + m * a.K, (uint8_t *)a.A + m * a.a_row, a.K);
         if (rc) atomic_store(&j->status, rc);
+        else if (a.P != a.A) a.ops->act_prep(a.A + m * a.a_row, a.K, (uint8_t *)a.P + m * a.p_row);
     }
 }
 
@@ -229,7 +232,7 @@ static void mm_rows(const mm_args *j, int64_t r0, int64_t r1) {
         int64_t r = r0;
         if (j->ops->vec_dot4) /* decode: activation loads shared by 4 rows */
             for (; r + 4 <= r1; r += 4)
-                j->ops->vec_dot4(j->W + r * j->w_row, j->w_row, j->A, j->K, j->Y + r);
+                j->ops->vec_dot4(j->W + r * j->w_row, j->w_row, j->P, j->K, j->Y + r);
         for (; r < r1; r++) j->Y[r] = dot(j->W + r * j->w_row, j->A, j->K);
         return;
     }
@@ -243,13 +246,13 @@ static void mm_rows(const mm_args *j, int64_t r0, int64_t r1) {
             for (; r + 4 <= r1; r += 4)
                 for (int64_t t = t0; t < t1; t += K_DOT4N_MAX) {
                     const int nt = (int)(t1 - t < K_DOT4N_MAX ? t1 - t : K_DOT4N_MAX);
-                    j->ops->vec_dot4n(j->W + r * j->w_row, j->w_row, j->A + t * j->a_row, j->a_row,
+                    j->ops->vec_dot4n(j->W + r * j->w_row, j->w_row, j->P + t * j->p_row, j->p_row,
                                       nt, j->K, j->Y + t * j->N + r, (size_t)j->N);
                 }
         else if (j->ops->vec_dot4)
             for (; r + 4 <= r1; r += 4)
                 for (int64_t t = t0; t < t1; t++)
-                    j->ops->vec_dot4(j->W + r * j->w_row, j->w_row, j->A + t * j->a_row, j->K,
+                    j->ops->vec_dot4(j->W + r * j->w_row, j->w_row, j->P + t * j->p_row, j->K,
                                      j->Y + t * j->N + r);
         for (; r < r1; r++) {
             const uint8_t *w = j->W + r * j->w_row;
@@ -291,13 +294,18 @@ int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t
                       .N = N, .M = M, .Y = Y}};
     mm_args *a = &j.a;
     a->a_row = q_row_size(ops->atype, K);
+    /* the 4-row kernels' own activation layout, made with the quantized rows */
+    const bool prep = ops->act_prep && ops->vec_dot4 && N >= 4 && ops->atype != ND_TYPE_F32;
+    a->p_row = prep ? ops->act_prep(NULL, K, NULL) : a->a_row;
     if (ops->atype == ND_TYPE_F32) {
-        a->A = (const uint8_t *)X; /* already in the activation format */
+        a->A = a->P = (const uint8_t *)X; /* already in the activation format */
     } else {
-        if (scratch_reserve(env->scratch, (size_t)M * a->a_row))
+        const size_t a_bytes = ((size_t)M * a->a_row + 63) & ~(size_t)63;
+        if (scratch_reserve(env->scratch, a_bytes + (prep ? (size_t)M * a->p_row : 0)))
             return nd_seterr(err, ND_ENOMEM, "out of memory for %lld activation rows",
                              (long long)M);
         a->A = env->scratch->data;
+        a->P = prep ? a->A + a_bytes : a->A;
         if (M >= 4 && nth > 1)
             nd_pool_run(env->pool, mm_quantize_worker, &j);
         else

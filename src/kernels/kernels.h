@@ -26,7 +26,8 @@ typedef float (*k_vec_dot_fn)(const void *wrow, const void *arow, int64_t n);
 /* x[n] -> activation row in the entry's atype; returns 0 or ND_E* */
 typedef int (*k_quantize_fn)(const float *x, void *dst, int64_t n);
 /* decode: dots of 4 weight rows (row i at wrow + i*stride bytes) with one activation row
- * into out[0..3], each bit-identical to vec_dot on that row */
+ * into out[0..3], each bit-identical to vec_dot on that row. When the entry has act_prep,
+ * arow is act_prep's output for the activation row (vec_dot4n alike). */
 typedef void (*k_vec_dot4_fn)(const void *wrow, size_t stride, const void *arow, int64_t n,
                               float *out);
 /* short batches: dots of 4 weight rows with nt activation rows (token t's at arow + t*astride
@@ -35,6 +36,10 @@ typedef void (*k_vec_dot4_fn)(const void *wrow, size_t stride, const void *arow,
 #define K_DOT4N_MAX 8
 typedef void (*k_vec_dot4n_fn)(const void *wrow, size_t stride, const void *arow, size_t astride,
                                int nt, int64_t n, float *out, size_t ostride);
+/* optional: converts one activation row (n elements, the entry's atype) into the layout
+ * vec_dot4 / vec_dot4n read, once per product rather than once per 4-row group; returns
+ * the bytes written (dst NULL: the bytes needed) */
+typedef size_t (*k_act_prep_fn)(const void *arow, int64_t n, void *dst);
 /* tile GEMM for M > 1 (prefill), defined in kernels/gemm.h (gemm helper) */
 typedef struct k_gemm_ops k_gemm_ops;
 
@@ -45,6 +50,7 @@ typedef struct k_ops {
     k_quantize_fn quantize;  /* converts activations to atype */
     k_vec_dot4_fn vec_dot4;  /* optional (NULL): 4 rows per call (decode and batches < K_GEMM_MIN_TOKENS) */
     k_vec_dot4n_fn vec_dot4n; /* optional (NULL, needs vec_dot4): 4 rows x several tokens */
+    k_act_prep_fn act_prep;  /* optional (NULL): the activation layout of vec_dot4 / vec_dot4n */
 } k_ops;
 
 typedef enum k_isa {

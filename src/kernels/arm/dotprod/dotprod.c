@@ -22,6 +22,7 @@ void k_install_neon_dotprod(k_kernels *k) {
         k->ops[ND_TYPE_##T].vec_dot = DOT;                                               \
         k->ops[ND_TYPE_##T].vec_dot4 = NULL;                                             \
         k->ops[ND_TYPE_##T].vec_dot4n = NULL;                                            \
+        k->ops[ND_TYPE_##T].act_prep = NULL;                                             \
     } while (0)
     E(Q4_0, k_neon_dotprod_dot_q4_0);
     E(Q4_1, k_neon_dotprod_dot_q4_1);

@@ -255,6 +255,7 @@ HALF_DOT(k_neon_dot_bf16, load_bf16x8, bf2f)
         o_->quantize = Q;                                                                \
         o_->vec_dot4 = NULL;                                                             \
         o_->vec_dot4n = NULL;                                                            \
+        o_->act_prep = NULL;                                                             \
     } while (0)
 
 void k_install_neon(k_kernels *k) {

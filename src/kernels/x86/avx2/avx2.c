@@ -489,6 +489,7 @@ void k_install_avx2(k_kernels *k) {
         o_->quantize = Q;                                                                \
         o_->vec_dot4 = NULL;                                                             \
         o_->vec_dot4n = NULL;                                                            \
+        o_->act_prep = NULL;                                                             \
     } while (0)
     E(F32, F32, k_avx2_dot_f32, k->ops[ND_TYPE_F32].quantize);
     E(F16, F16, k_avx2_dot_f16, k_avx2_quantize_f16);

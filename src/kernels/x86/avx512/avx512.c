@@ -457,6 +457,31 @@ Q4_INLINE q4_act4 q4_act_prep(const uint8_t *y, int full, int cnt) {
     return r;
 }
 
+/* Prepared activations (k_ops.act_prep): the q4_act4 of every 4-block window of a row,
+ * computed once per product instead of once per 4-row group (it was ~1/5 of the decode
+ * kernel's instructions): Q4_ACT_BYTES a window, lo | hi | seed | da. Q5_0 uses the same. */
+#define Q4_ACT_BYTES 256
+
+size_t k_avx512_prep_q4(const void *arow, int64_t n, void *dst) {
+    const int64_t nb = n / Q_QK, nw = (nb + 3) / 4;
+    if (!dst) return (size_t)nw * Q4_ACT_BYTES;
+    const uint8_t *y = arow;
+    uint8_t *o = dst;
+    for (int64_t w = 0; w < nw; w++, o += Q4_ACT_BYTES) {
+        const int64_t b = 4 * w;
+        const q4_act4 A = b + 4 <= nb ? q4_act_prep(y + 34 * b, 1, 4) : q4_act_prep(y + 34 * b, 0, (int)(nb - b));
+        _mm512_storeu_si512(o, A.lo);
+        _mm512_storeu_si512(o + 64, A.hi);
+        _mm512_storeu_si512(o + 128, A.seed);
+        _mm512_storeu_ps(o + 192, A.da);
+    }
+    return (size_t)nw * Q4_ACT_BYTES;
+}
+
+Q4_INLINE q4_act4 q4_act_load(const uint8_t *p) {
+    return (q4_act4){loadu512(p), loadu512(p + 64), loadu512(p + 128), _mm512_loadu_ps(p + 192)};
+}
+
 /* one row's 4 blocks at x, unpacked: lo / hi = the low / high nibbles, segment j = block
  * j; *l0 = its first 64 bytes (the d fields: words 0, 9, 18, 27). The row is read with
  * 256-bit loads (at +0, +32, +40): 512-bit loads straddling cache lines stream from RAM at
@@ -515,7 +540,7 @@ Q4_INLINE __m128 fold4(const __m512i z[4], __m512 dw, __m512 da, int cnt, __m128
     return acc;
 }
 
-/* 4 rows, blocks b..b+cnt-1, nt tokens (token t's activation window at y + t * ys):
+/* 4 rows, blocks b..b+cnt-1, nt tokens (token t's prepared window at y + t * ys):
  * acc[t] lane i = row i's chain for token t. The rows are unpacked once for all tokens. */
 Q4_INLINE void q4_step4n(const uint8_t *const r[4], size_t xoff, const uint8_t *y, size_t ys, int nt,
                          int full, int cnt, __m128 *acc) {
@@ -525,7 +550,7 @@ Q4_INLINE void q4_step4n(const uint8_t *const r[4], size_t xoff, const uint8_t *
     for (int i = 0; i < 4; i++) w[i] = q4_wprep(r[i] + xoff, full, cnt, &l0[i]);
     const __m512 dw = q4_dw4(l0);
     for (int t = 0; t < nt; t++) {
-        const q4_act4 A = q4_act_prep(y + t * ys, full, cnt);
+        const q4_act4 A = q4_act_load(y + t * ys);
         __m512i z[4];
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) z[i] = q4_wdot(&w[i], &A);
@@ -569,9 +594,9 @@ Q4_INLINE void q4_dot4n(const void *w, size_t stride, const void *a, size_t as, 
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
         for (int l = 0; l < 5; l++) _mm_prefetch(pf + 4 * 18 * b + 64 * l, _MM_HINT_T0); /* 288 bytes */
-        q4_step4n(r, 18 * (size_t)b, y + 34 * b, as, nt, 1, 4, acc);
+        q4_step4n(r, 18 * (size_t)b, y + Q4_ACT_BYTES / 4 * b, as, nt, 1, 4, acc);
     }
-    if (b < nb) q4_step4n(r, 18 * (size_t)b, y + 34 * b, as, nt, 0, (int)(nb - b), acc);
+    if (b < nb) q4_step4n(r, 18 * (size_t)b, y + Q4_ACT_BYTES / 4 * b, as, nt, 0, (int)(nb - b), acc);
     for (int t = 0; t < nt; t++) _mm_storeu_ps(out + t * os, acc[t]);
 }
 
@@ -663,6 +688,31 @@ Q4_INLINE q8_act4 q8_act_prep(const uint8_t *y, int full, int cnt) {
     return r;
 }
 
+/* prepared activations for Q8_0 (see Q4_ACT_BYTES): a01 | a23 | seed01 | seed23 | da (16
+ * bytes, padded) */
+#define Q8_ACT_BYTES 320
+
+size_t k_avx512_prep_q8(const void *arow, int64_t n, void *dst) {
+    const int64_t nb = n / Q_QK, nw = (nb + 3) / 4;
+    if (!dst) return (size_t)nw * Q8_ACT_BYTES;
+    const uint8_t *y = arow;
+    uint8_t *o = dst;
+    for (int64_t w = 0; w < nw; w++, o += Q8_ACT_BYTES) {
+        const int64_t b = 4 * w;
+        const q8_act4 A = b + 4 <= nb ? q8_act_prep(y + 34 * b, 1, 4) : q8_act_prep(y + 34 * b, 0, (int)(nb - b));
+        _mm512_storeu_si512(o, A.a01);
+        _mm512_storeu_si512(o + 64, A.a23);
+        _mm512_storeu_si512(o + 128, A.seed01);
+        _mm512_storeu_si512(o + 192, A.seed23);
+        _mm512_storeu_ps(o + 256, _mm512_zextps128_ps512(A.da));
+    }
+    return (size_t)nw * Q8_ACT_BYTES;
+}
+
+Q4_INLINE q8_act4 q8_act_load(const uint8_t *p) {
+    return (q8_act4){loadu512(p), loadu512(p + 64), loadu512(p + 128), loadu512(p + 192), _mm_loadu_ps((const float *)(p + 256))};
+}
+
 /* one row's 4 blocks at x, made unsigned (xor 0x80): blocks 0-1 / 2-3 */
 typedef struct {
     __m512i w01, w23;
@@ -695,7 +745,7 @@ Q4_INLINE void q8_step4n(const uint8_t *x, size_t stride, __m512i idw, const uin
     for (int i = 0; i < 4; i++) w[i] = q8_wprep(x + i * stride, full, cnt);
     const __m512 dw = q8_d16(x, idw, full, cnt);
     for (int t = 0; t < nt; t++) {
-        const q8_act4 A = q8_act_prep(y + t * ys, full, cnt);
+        const q8_act4 A = q8_act_load(y + t * ys);
         __m512i z[4];
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) z[i] = q8_wdot(&w[i], &A);
@@ -745,9 +795,9 @@ Q4_INLINE void q8_dot4n(const void *w, size_t stride, const void *a, size_t as, 
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
         for (int l = 0; l < 9; l++) _mm_prefetch(pf + 4 * 34 * b + 64 * l, _MM_HINT_T0); /* 544 bytes */
-        q8_step4n(p + 34 * b, stride, idw, y + 34 * b, as, nt, 1, 4, acc);
+        q8_step4n(p + 34 * b, stride, idw, y + Q8_ACT_BYTES / 4 * b, as, nt, 1, 4, acc);
     }
-    if (b < nb) q8_step4n(p + 34 * b, stride, idw, y + 34 * b, as, nt, 0, (int)(nb - b), acc);
+    if (b < nb) q8_step4n(p + 34 * b, stride, idw, y + Q8_ACT_BYTES / 4 * b, as, nt, 0, (int)(nb - b), acc);
     for (int t = 0; t < nt; t++) _mm_storeu_ps(out + t * os, acc[t]);
 }
 
@@ -813,7 +863,7 @@ Q4_INLINE void q5_step4n(const uint8_t *x, size_t stride, __m512i idw, const uin
     const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idw, x, 1);
     const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
     for (int t = 0; t < nt; t++) {
-        const q4_act4 A = q4_act_prep(y + t * ys, full, cnt);
+        const q4_act4 A = q4_act_load(y + t * ys);
         const __m512i seed16 = _mm512_add_epi32(A.seed, A.seed);
         __m512i z[4];
 #pragma GCC unroll 4
@@ -870,9 +920,9 @@ Q4_INLINE void q5_dot4n(const void *w, size_t stride, const void *a, size_t as, 
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
         for (int l = 0; l < 6; l++) _mm_prefetch(pf + 4 * 22 * b + 64 * l, _MM_HINT_T0); /* 352 bytes */
-        q5_step4n(p + 22 * b, stride, idw, y + 34 * b, as, nt, 1, 4, acc);
+        q5_step4n(p + 22 * b, stride, idw, y + Q4_ACT_BYTES / 4 * b, as, nt, 1, 4, acc);
     }
-    if (b < nb) q5_step4n(p + 22 * b, stride, idw, y + 34 * b, as, nt, 0, (int)(nb - b), acc);
+    if (b < nb) q5_step4n(p + 22 * b, stride, idw, y + Q4_ACT_BYTES / 4 * b, as, nt, 0, (int)(nb - b), acc);
     for (int t = 0; t < nt; t++) _mm_storeu_ps(out + t * os, acc[t]);
 }
 
@@ -987,6 +1037,10 @@ void k_install_avx512(k_kernels *k) {
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
     k->ops[ND_TYPE_Q5_0].vec_dot4 = k_avx512_dot4_q5_0;
     k->ops[ND_TYPE_Q5_0].vec_dot4n = k_avx512_dot4n_q5_0;
+    /* their dot4 / dot4n read activations prepared once per product */
+    k->ops[ND_TYPE_Q4_0].act_prep = k_avx512_prep_q4;
+    k->ops[ND_TYPE_Q5_0].act_prep = k_avx512_prep_q4;
+    k->ops[ND_TYPE_Q8_0].act_prep = k_avx512_prep_q8;
 }
 
 void k_install_avx512_bf16(k_kernels *k) {
