@@ -65,7 +65,7 @@ const char *k_isa_name(k_isa isa) {
 /* CPU features the kernels need, from cpuid, and whether the OS saves the wider register
  * state (xgetbv): a CPU may have AVX-512 that the kernel does not enable. */
 typedef struct cpu_feat {
-    bool avx2, fma, f16c, bmi2, avx512, vnni, bf16;
+    bool avx2, fma, f16c, bmi2, avx512, vnni, bf16, bitalg;
 } cpu_feat;
 
 static cpu_feat cpu_features(void) {
@@ -84,6 +84,7 @@ static cpu_feat cpu_features(void) {
     f.f16c = os_avx && f16c;
     f.avx512 = os_avx512 && (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
     f.vnni = f.avx512 && (c & (1u << 11));
+    f.bitalg = f.avx512 && (c & (1u << 12));
     if (f.avx512 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) f.bf16 = a & (1u << 5);
     return f;
 }
@@ -131,6 +132,7 @@ void k_select(k_kernels *k, k_isa want) {
         if (f.vnni) {
             k_install_avx512(k);
             k_install_gemm_avx512(k);
+            if (f.bitalg) k_install_avx512_bitalg(k);
             if (f.bf16) {
                 k_install_avx512_bf16(k);
                 k_install_gemm_avx512_bf16(k);

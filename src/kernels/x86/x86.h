@@ -31,6 +31,8 @@ void k_install_avx2(k_kernels *k);
 void k_install_avx512(k_kernels *k);
 /* Requires AVX-512 BF16 on top of k_install_avx512. */
 void k_install_avx512_bf16(k_kernels *k);
+/* Requires AVX512_BITALG on top of k_install_avx512 (the 4-row Q5_0 kernels). */
+void k_install_avx512_bitalg(k_kernels *k);
 
 /* ---- per-kernel entry points (tests, benches) ---- */
 #define K_X86_DOTS(ISA)                                                                  \
@@ -69,7 +71,8 @@ void k_avx512_dot4n_q4_0(const void *w, size_t stride, const void *a, size_t as,
 void k_avx512_dot4n_q8_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                          float *out, size_t os);
 /* Q5_0 (the fallback type of Q4_K_M files for rows that are not a multiple of 256): the
- * single-row entry, 4 rows, 4 rows x nt tokens, all in the prefill tiles' float order */
+ * single-row entry, 4 rows, 4 rows x nt tokens, all in the prefill tiles' float order; the
+ * last two need AVX512_BITALG */
 float k_avx512_dot_q5_0_r(const void *w, const void *a, int64_t n);
 void k_avx512_dot4_q5_0(const void *w, size_t stride, const void *a, int64_t n, float *out);
 void k_avx512_dot4n_q5_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,

@@ -852,16 +852,58 @@ Q4_INLINE __m512i q5_wdot(const q4_w4 *w, const q4_act4 *A, __m512i seed16) {
     return _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed16, w->lo, A->lo), w->hi, A->hi);
 }
 
-/* 4 rows (row i at x + i * stride), blocks b..b+cnt-1, nt tokens; idw lane 4j + i =
- * i * stride + 22 j */
-Q4_INLINE void q5_step4n(const uint8_t *x, size_t stride, __m512i idw, const uint8_t *y, size_t ys, int nt,
-                         int full, int cnt, __m128 *acc) {
+/* The 4-row kernels get the fifth bits and the scales with AVX512_BITALG: one word permute
+ * puts block j's qh dword in the low half of 64-bit lanes 2j and 2j + 1 (d_j in word 2 of
+ * lane 2j), and vpshufbitqmb picks the bit of each element into a byte mask (lane 2j:
+ * elements 0..7 of the low nibbles, 2j + 1: 8..15; bits 16..31 for the high nibbles).
+ * The bytes are those of q5_wprep, so the integers and sums are the same. */
+#define Q5_BITALG static inline __attribute__((always_inline, target("avx512bitalg")))
+
+Q5_BITALG q4_w4 q5_wprep_ba(const uint8_t *x, int full, int cnt, __m512i *qhd) {
+    const int64_t n = 22 * (int64_t)cnt;
+    const __m512i L0 = _mm512_inserti64x4(_mm512_castsi256_si512(load32(x, full, n)), load32(x + 32, full, n - 32), 1);
+    const __m512i L1 = _mm512_castsi256_si512(load32(x + 56, full, n - 56));
+    const __m512i iq = IDX16(Q5W(3), Q5W(4), Q5W(5), Q5W(6), Q5W(7), Q5W(8), Q5W(9), Q5W(10),
+                             Q5W(14), Q5W(15), Q5W(16), Q5W(17), Q5W(18), Q5W(19), Q5W(20), Q5W(21),
+                             Q5W(25), Q5W(26), Q5W(27), Q5W(28), Q5W(29), Q5W(30), Q5W(31), Q5W(32),
+                             Q5W(36), Q5W(37), Q5W(38), Q5W(39), Q5W(40), Q5W(41), Q5W(42), Q5W(43));
+    const __m512i ih = IDX16(Q5W(1), Q5W(2), Q5W(0), 0, Q5W(1), Q5W(2), 0, 0,
+                             Q5W(12), Q5W(13), Q5W(11), 0, Q5W(12), Q5W(13), 0, 0,
+                             Q5W(23), Q5W(24), Q5W(22), 0, Q5W(23), Q5W(24), 0, 0,
+                             Q5W(34), Q5W(35), Q5W(33), 0, Q5W(34), Q5W(35), 0, 0);
+    const __m512i q = _mm512_permutex2var_epi16(L0, iq, L1), m4 = _mm512_set1_epi8(0x0F);
+    const __m512i qh = _mm512_permutex2var_epi16(L0, ih, L1), c10 = _mm512_set1_epi8(0x10);
+    const __m512i blo = _mm512_set_epi64(0x0F0E0D0C0B0A0908, 0x0706050403020100, 0x0F0E0D0C0B0A0908,
+                                         0x0706050403020100, 0x0F0E0D0C0B0A0908, 0x0706050403020100,
+                                         0x0F0E0D0C0B0A0908, 0x0706050403020100);
+    const __m512i bhi = _mm512_add_epi8(blo, c10); /* bits 16..31 */
+    *qhd = qh;
+    return (q4_w4){_mm512_or_si512(_mm512_and_si512(q, m4),
+                                   _mm512_maskz_mov_epi8(_mm512_bitshuffle_epi64_mask(qh, blo), c10)),
+                   _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q, 4), m4),
+                                   _mm512_maskz_mov_epi8(_mm512_bitshuffle_epi64_mask(qh, bhi), c10))};
+}
+
+/* d_w of 4 rows' 4 blocks (word 8j + 2 of each row's qh vector): lane 4j + i = row i's block j */
+Q4_INLINE __m512 q5_dw4(const __m512i h[4]) {
+    const __m512i id01 = IDX16(2, 34, 0, 0, 10, 42, 0, 0, 18, 50, 0, 0, 26, 58, 0, 0,
+                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i id23 = IDX16(0, 0, 2, 34, 0, 0, 10, 42, 0, 0, 18, 50, 0, 0, 26, 58,
+                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i dw = _mm512_mask_blend_epi16(0xCCCCCCCC, _mm512_permutex2var_epi16(h[0], id01, h[1]),
+                                               _mm512_permutex2var_epi16(h[2], id23, h[3]));
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(dw));
+}
+
+/* 4 rows (row i at x + i * stride), blocks b..b+cnt-1, nt tokens (token t's prepared
+ * window at y + t * ys) */
+Q5_BITALG void q5_step4n(const uint8_t *x, size_t stride, const uint8_t *y, size_t ys, int nt, int full,
+                         int cnt, __m128 *acc) {
     q4_w4 w[4];
+    __m512i h[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) w[i] = q5_wprep(x + i * stride, full, cnt);
-    const __mmask16 m = full ? 0xFFFF : (__mmask16)((1u << (4 * cnt)) - 1);
-    const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idw, x, 1);
-    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+    for (int i = 0; i < 4; i++) w[i] = q5_wprep_ba(x + i * stride, full, cnt, &h[i]);
+    const __m512 dw = q5_dw4(h);
     for (int t = 0; t < nt; t++) {
         const q4_act4 A = q4_act_load(y + t * ys);
         const __m512i seed16 = _mm512_add_epi32(A.seed, A.seed);
@@ -906,32 +948,30 @@ float k_avx512_dot_q5_0_r(const void *w, const void *a, int64_t n) {
     return _mm_cvtss_f32(acc);
 }
 
-Q4_INLINE void q5_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+Q5_BITALG void q5_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                         float *out, size_t os) {
     const uint8_t *p = w, *y = a;
     const int64_t nb = n / Q_QK;
-    const __m512i js = _mm512_setr_epi32(0, 0, 0, 0, 22, 22, 22, 22, 44, 44, 44, 44, 66, 66, 66, 66);
-    const __m512i is = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3),
-                                          _mm512_set1_epi32((int)stride));
-    const __m512i idw = _mm512_add_epi32(js, is);
     const char *pf = (const char *)p + PF_GROUPS * 4 * stride; /* as in q4_dot4n */
     __m128 acc[K_DOT4N_MAX];
     for (int t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();
     int64_t b = 0;
     for (; b + 4 <= nb; b += 4) {
         for (int l = 0; l < 6; l++) _mm_prefetch(pf + 4 * 22 * b + 64 * l, _MM_HINT_T0); /* 352 bytes */
-        q5_step4n(p + 22 * b, stride, idw, y + Q4_ACT_BYTES / 4 * b, as, nt, 1, 4, acc);
+        q5_step4n(p + 22 * b, stride, y + Q4_ACT_BYTES / 4 * b, as, nt, 1, 4, acc);
     }
-    if (b < nb) q5_step4n(p + 22 * b, stride, idw, y + Q4_ACT_BYTES / 4 * b, as, nt, 0, (int)(nb - b), acc);
+    if (b < nb) q5_step4n(p + 22 * b, stride, y + Q4_ACT_BYTES / 4 * b, as, nt, 0, (int)(nb - b), acc);
     for (int t = 0; t < nt; t++) _mm_storeu_ps(out + t * os, acc[t]);
 }
 
-void k_avx512_dot4_q5_0(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+__attribute__((target("avx512bitalg"))) void k_avx512_dot4_q5_0(const void *w, size_t stride, const void *a,
+                                                                int64_t n, float *out) {
     q5_dot4n(w, stride, a, 0, 1, n, out, 0);
 }
 
-void k_avx512_dot4n_q5_0(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
-                         float *out, size_t os) {
+__attribute__((target("avx512bitalg"))) void k_avx512_dot4n_q5_0(const void *w, size_t stride, const void *a,
+                                                                 size_t as, int nt, int64_t n, float *out,
+                                                                 size_t os) {
     DOT4N_SWITCH(q5_dot4n)
 }
 
@@ -1035,12 +1075,15 @@ void k_install_avx512(k_kernels *k) {
     /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
     k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
-    k->ops[ND_TYPE_Q5_0].vec_dot4 = k_avx512_dot4_q5_0;
-    k->ops[ND_TYPE_Q5_0].vec_dot4n = k_avx512_dot4n_q5_0;
     /* their dot4 / dot4n read activations prepared once per product */
     k->ops[ND_TYPE_Q4_0].act_prep = k_avx512_prep_q4;
-    k->ops[ND_TYPE_Q5_0].act_prep = k_avx512_prep_q4;
     k->ops[ND_TYPE_Q8_0].act_prep = k_avx512_prep_q8;
+}
+
+void k_install_avx512_bitalg(k_kernels *k) {
+    k->ops[ND_TYPE_Q5_0].vec_dot4 = k_avx512_dot4_q5_0;
+    k->ops[ND_TYPE_Q5_0].vec_dot4n = k_avx512_dot4n_q5_0;
+    k->ops[ND_TYPE_Q5_0].act_prep = k_avx512_prep_q4;
 }
 
 void k_install_avx512_bf16(k_kernels *k) {
