@@ -1048,6 +1048,65 @@ void k_avx512_dot4_q6_K(const void *w, size_t stride, const void *a, int64_t n, 
     out[3] = hsum_ps(_mm512_extractf32x8_ps(acc23, 1));
 }
 
+/* Q4_K: one super-block (144 bytes of a row) a step, four rows sharing the activation
+ * quants. Bit-identical to k_avx2_dot_q4_K, which stays the single-row entry (llama.cpp's
+ * float order, as for Q6_K above): per row, 8 lanes of acc += d * isum per super-block,
+ * then hsum_ps, minus the chain of dmin * mins . bsums. Integers: a 512-bit half h holds
+ * 64-element chunks 2h (lanes 0..7) and 2h + 1 (lanes 8..15); vpdpbusd against the
+ * matching activation bytes, times the sub-block scale per lane; lane k + lane k + 8 is
+ * the AVX2 kernel's lane k. Weight loads are 256 bits wide, prefetch as for Q6_K. */
+void k_avx512_dot4_q4_K(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    const uint8_t *p = w;
+    const q_block_q8_K *y = a;
+    const int64_t nb = n / Q_QK_K;
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    /* scale lanes: half h, low nibbles: sub-blocks 4h | 4h + 2; high: 4h + 1 | 4h + 3 */
+    const __m512i isl[2] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+                            _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6)};
+    const __m512i ish[2] = {_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3),
+                            _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7)};
+    __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps(); /* [row 0 | row 1], [2 | 3] */
+    float summ[4] = {0, 0, 0, 0};
+    for (int64_t b = 0; b < nb; b++) {
+        for (int l = 0; l < 9; l++) _mm_prefetch(pf + 4 * 144 * b + 64 * l, _MM_HINT_T0); /* 576 bytes */
+        __m512i yl[2], yh[2];
+        for (int h = 0; h < 2; h++) {
+            const int8_t *q8 = y[b].qs + 128 * h;
+            yl[h] = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(q8)), loadu256(q8 + 64), 1);
+            yh[h] = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(q8 + 32)), loadu256(q8 + 96), 1);
+        }
+        __m512i z[4];
+        float d[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) {
+            const q_block_q4_K *x = (const q_block_q4_K *)(p + i * stride) + b;
+            uint64_t sc, mn;
+            unpack_scales_k4(x->scales, &sc, &mn);
+            d[i] = y[b].d * h2f(&x->d);
+            const float dmin = y[b].d * h2f(&x->dmin);
+            summ[i] += dmin * (float)mins_dot_bsums8(mn, y[b].bsums);
+            const __m512i S = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc));
+            __m512i is = _mm512_setzero_si512();
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m512i L = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(x->qs + 64 * h)),
+                                                     loadu256(x->qs + 64 * h + 32), 1);
+                const __m512i lo = _mm512_and_si512(L, m4), hi = _mm512_and_si512(_mm512_srli_epi16(L, 4), m4);
+                is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(lo, yl[h]), _mm512_permutexvar_epi32(isl[h], S)));
+                is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(hi, yh[h]), _mm512_permutexvar_epi32(ish[h], S)));
+            }
+            z[i] = is;
+        }
+        acc01 = _mm512_fmadd_ps(set2_ps(d[0], d[1]), q6_fold2(z[0], z[1]), acc01);
+        acc23 = _mm512_fmadd_ps(set2_ps(d[2], d[3]), q6_fold2(z[2], z[3]), acc23);
+    }
+    out[0] = hsum_ps(_mm512_castps512_ps256(acc01)) - summ[0];
+    out[1] = hsum_ps(_mm512_extractf32x8_ps(acc01, 1)) - summ[1];
+    out[2] = hsum_ps(_mm512_castps512_ps256(acc23)) - summ[2];
+    out[3] = hsum_ps(_mm512_extractf32x8_ps(acc23, 1)) - summ[3];
+}
+
 /* ================================================================ install */
 
 /* Only where the AVX-512 kernel measured faster than the AVX2 one (bench_kernels, in-cache
@@ -1072,6 +1131,7 @@ void k_install_avx512(k_kernels *k) {
     k->ops[ND_TYPE_Q4_0].vec_dot4 = k_avx512_dot4_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4 = k_avx512_dot4_q8_0;
     k->ops[ND_TYPE_Q6_K].vec_dot4 = k_avx512_dot4_q6_K; /* vec_dot: k_avx2_dot_q6_K (same bits) */
+    k->ops[ND_TYPE_Q4_K].vec_dot4 = k_avx512_dot4_q4_K; /* vec_dot: k_avx2_dot_q4_K (same bits) */
     /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
     k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
