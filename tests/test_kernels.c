@@ -589,10 +589,11 @@ static void test_dot4n(void) {
         const k_ops *o = &k.ops[wt];
         if (!o->vec_dot4n) continue;
         T_CHECKF(o->vec_dot4 != NULL, "%s: dot4n without dot4", tname(wt));
-        const int64_t lens[] = {32, 96, 160, 896, 4864};
+        const int64_t lens[] = {32, 96, 160, 896, 4864, 256, 1280};
         for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
             for (int nt = 1; nt <= K_DOT4N_MAX; nt++) {
                 const int64_t n = lens[li];
+                if (n % q_blck(wt)) continue;
                 const size_t wr = q_row_size(wt, n), stride = wr + 2 * (nt % 2);
                 const size_t ar = q_row_size(o->atype, n);
                 const size_t pr = o->act_prep ? o->act_prep(NULL, n, NULL) : ar; /* what dot4n reads */

@@ -1107,6 +1107,94 @@ void k_avx512_dot4_q4_K(const void *w, size_t stride, const void *a, int64_t n, 
     out[3] = hsum_ps(_mm512_extractf32x8_ps(acc23, 1)) - summ[3];
 }
 
+/* Q4_K, 4 rows x nt tokens (nt <= 4 a pass; more tokens take more passes): each row's
+ * super-block is unpacked once for the pass's tokens; every (row, token) runs the integer
+ * and float sequence of k_avx512_dot4_q4_K above, so the bits are the same. */
+Q4_INLINE void q4k_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    const uint8_t *p = w;
+    const int64_t nb = n / Q_QK_K;
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i isl[2] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
+                            _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6)};
+    const __m512i ish[2] = {_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3),
+                            _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7)};
+    __m512 acc[2][4];
+    float summ[4][4];
+    for (int t = 0; t < nt; t++) {
+        acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+        for (int i = 0; i < 4; i++) summ[i][t] = 0;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        for (int l = 0; l < 9; l++) _mm_prefetch(pf + 4 * 144 * b + 64 * l, _MM_HINT_T0);
+        __m512i Y[4][4]; /* token t: low / high nibbles' activation bytes of halves 0, 1 */
+        const q_block_q8_K *yb[4];
+        for (int t = 0; t < nt; t++) {
+            yb[t] = (const q_block_q8_K *)((const uint8_t *)a + t * as) + b;
+            for (int h = 0; h < 2; h++) {
+                const int8_t *q8 = yb[t]->qs + 128 * h;
+                Y[t][2 * h] = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(q8)), loadu256(q8 + 64), 1);
+                Y[t][2 * h + 1] = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(q8 + 32)), loadu256(q8 + 96), 1);
+            }
+        }
+        for (int pr = 0; pr < 2; pr++) {
+            __m512i z[2][4];
+            float d[2][4];
+            for (int ii = 0; ii < 2; ii++) {
+                const int i = 2 * pr + ii;
+                const q_block_q4_K *x = (const q_block_q4_K *)(p + i * stride) + b;
+                uint64_t sc, mn;
+                unpack_scales_k4(x->scales, &sc, &mn);
+                const __m512i S = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc));
+                __m512i lo[2], hi[2], Sl[2], Sh[2];
+                for (int h = 0; h < 2; h++) {
+                    const __m512i L = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(x->qs + 64 * h)),
+                                                         loadu256(x->qs + 64 * h + 32), 1);
+                    lo[h] = _mm512_and_si512(L, m4);
+                    hi[h] = _mm512_and_si512(_mm512_srli_epi16(L, 4), m4);
+                    Sl[h] = _mm512_permutexvar_epi32(isl[h], S);
+                    Sh[h] = _mm512_permutexvar_epi32(ish[h], S);
+                }
+                for (int t = 0; t < nt; t++) {
+                    d[ii][t] = yb[t]->d * h2f(&x->d);
+                    const float dmin = yb[t]->d * h2f(&x->dmin);
+                    summ[i][t] += dmin * (float)mins_dot_bsums8(mn, yb[t]->bsums);
+                    __m512i is = _mm512_setzero_si512();
+                    for (int h = 0; h < 2; h++) {
+                        is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(lo[h], Y[t][2 * h]), Sl[h]));
+                        is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(hi[h], Y[t][2 * h + 1]), Sh[h]));
+                    }
+                    z[ii][t] = is;
+                }
+            }
+            for (int t = 0; t < nt; t++)
+                acc[pr][t] = _mm512_fmadd_ps(set2_ps(d[0][t], d[1][t]), q6_fold2(z[0][t], z[1][t]), acc[pr][t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float *o = out + t * os;
+        o[0] = hsum_ps(_mm512_castps512_ps256(acc[0][t])) - summ[0][t];
+        o[1] = hsum_ps(_mm512_extractf32x8_ps(acc[0][t], 1)) - summ[1][t];
+        o[2] = hsum_ps(_mm512_castps512_ps256(acc[1][t])) - summ[2][t];
+        o[3] = hsum_ps(_mm512_extractf32x8_ps(acc[1][t], 1)) - summ[3][t];
+    }
+}
+
+void k_avx512_dot4n_q4_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    for (int t0 = 0; t0 < nt; t0 += 4) { /* passes of up to 4 tokens (registers) */
+        const void *at = (const uint8_t *)a + (size_t)t0 * as;
+        float *ot = out + (size_t)t0 * os;
+        switch (nt - t0 < 4 ? nt - t0 : 4) {
+        case 1: q4k_dot4n(w, stride, at, as, 1, n, ot, os); break;
+        case 2: q4k_dot4n(w, stride, at, as, 2, n, ot, os); break;
+        case 3: q4k_dot4n(w, stride, at, as, 3, n, ot, os); break;
+        default: q4k_dot4n(w, stride, at, as, 4, n, ot, os); break;
+        }
+    }
+}
+
 /* ================================================================ install */
 
 /* Only where the AVX-512 kernel measured faster than the AVX2 one (bench_kernels, in-cache
@@ -1132,6 +1220,7 @@ void k_install_avx512(k_kernels *k) {
     k->ops[ND_TYPE_Q8_0].vec_dot4 = k_avx512_dot4_q8_0;
     k->ops[ND_TYPE_Q6_K].vec_dot4 = k_avx512_dot4_q6_K; /* vec_dot: k_avx2_dot_q6_K (same bits) */
     k->ops[ND_TYPE_Q4_K].vec_dot4 = k_avx512_dot4_q4_K; /* vec_dot: k_avx2_dot_q4_K (same bits) */
+    k->ops[ND_TYPE_Q4_K].vec_dot4n = k_avx512_dot4n_q4_K;
     /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
     k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
