@@ -1195,6 +1195,80 @@ void k_avx512_dot4n_q4_K(const void *w, size_t stride, const void *a, size_t as,
     }
 }
 
+/* Q6_K, 4 rows x nt tokens (as q4k_dot4n): each row's super-block is unpacked once for the
+ * pass's tokens (levels, sub-block scales per lane, -32 x scale pairs); every (row, token)
+ * runs the integers and float sequence of k_avx512_dot4_q6_K, so the bits are the same. */
+Q4_INLINE void q6k_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    const uint8_t *p = w;
+    const int64_t nb = n / Q_QK_K;
+    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
+    const __m512i shA = shifts2(0, 2), shB = shifts2(4, 6);
+    __m512 acc[2][4];
+    for (int t = 0; t < nt; t++) acc[0][t] = acc[1][t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        for (int l = 0; l < 14; l++) _mm_prefetch(pf + 4 * 210 * b + 64 * l, _MM_HINT_T0); /* 840 bytes */
+        const q_block_q8_K *yb[4];
+        for (int t = 0; t < nt; t++) yb[t] = (const q_block_q8_K *)((const uint8_t *)a + t * as) + b;
+        for (int pr = 0; pr < 2; pr++) {
+            __m512i z[2][4];
+            float d[2][4];
+            for (int ii = 0; ii < 2; ii++) {
+                const q_block_q6_K *x = (const q_block_q6_K *)(p + (2 * pr + ii) * stride) + b;
+                const __m512i S = _mm512_cvtepi8_epi32(loadu128(x->scales));
+                const __m256i sc16 = _mm256_cvtepi8_epi16(loadu128(x->scales));
+                const __m256i nsc = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5));
+                __m512i qA[2], qB[2], sA[2], sB[2];
+                for (int h = 0; h < 2; h++) {
+                    const __m512i L = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(x->ql + 64 * h)),
+                                                         loadu256(x->ql + 64 * h + 32), 1);
+                    const __m512i H = _mm512_broadcast_i64x4(loadu256(x->qh + 32 * h));
+                    qA[h] = _mm512_or_si512(_mm512_and_si512(L, m4),
+                                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, shA), m3), 4));
+                    qB[h] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(H, shB), m3), 4));
+                    sA[h] = _mm512_permutexvar_epi32(idx_by4(8 * h), S);
+                    sB[h] = _mm512_permutexvar_epi32(idx_by4(8 * h + 4), S);
+                }
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *q8 = yb[t]->qs;
+                    __m512i is = _mm512_zextsi256_si512(_mm256_madd_epi16(loadu256(yb[t]->bsums), nsc));
+                    for (int h = 0; h < 2; h++) {
+                        is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(qA[h], loadu512(q8 + 128 * h)), sA[h]));
+                        is = _mm512_add_epi32(is, _mm512_mullo_epi32(dpbusd(qB[h], loadu512(q8 + 128 * h + 64)), sB[h]));
+                    }
+                    z[ii][t] = is;
+                    d[ii][t] = yb[t]->d * h2f(&x->d);
+                }
+            }
+            for (int t = 0; t < nt; t++)
+                acc[pr][t] = _mm512_fmadd_ps(set2_ps(d[0][t], d[1][t]), q6_fold2(z[0][t], z[1][t]), acc[pr][t]);
+        }
+    }
+    for (int t = 0; t < nt; t++) {
+        float *o = out + t * os;
+        o[0] = hsum_ps(_mm512_castps512_ps256(acc[0][t]));
+        o[1] = hsum_ps(_mm512_extractf32x8_ps(acc[0][t], 1));
+        o[2] = hsum_ps(_mm512_castps512_ps256(acc[1][t]));
+        o[3] = hsum_ps(_mm512_extractf32x8_ps(acc[1][t], 1));
+    }
+}
+
+void k_avx512_dot4n_q6_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    for (int t0 = 0; t0 < nt; t0 += 4) { /* passes of up to 4 tokens (registers) */
+        const void *at = (const uint8_t *)a + (size_t)t0 * as;
+        float *ot = out + (size_t)t0 * os;
+        switch (nt - t0 < 4 ? nt - t0 : 4) {
+        case 1: q6k_dot4n(w, stride, at, as, 1, n, ot, os); break;
+        case 2: q6k_dot4n(w, stride, at, as, 2, n, ot, os); break;
+        case 3: q6k_dot4n(w, stride, at, as, 3, n, ot, os); break;
+        default: q6k_dot4n(w, stride, at, as, 4, n, ot, os); break;
+        }
+    }
+}
+
 /* ================================================================ install */
 
 /* Only where the AVX-512 kernel measured faster than the AVX2 one (bench_kernels, in-cache
@@ -1221,6 +1295,7 @@ void k_install_avx512(k_kernels *k) {
     k->ops[ND_TYPE_Q6_K].vec_dot4 = k_avx512_dot4_q6_K; /* vec_dot: k_avx2_dot_q6_K (same bits) */
     k->ops[ND_TYPE_Q4_K].vec_dot4 = k_avx512_dot4_q4_K; /* vec_dot: k_avx2_dot_q4_K (same bits) */
     k->ops[ND_TYPE_Q4_K].vec_dot4n = k_avx512_dot4n_q4_K;
+    k->ops[ND_TYPE_Q6_K].vec_dot4n = k_avx512_dot4n_q6_K;
     /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
     k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
