@@ -597,7 +597,8 @@ static void test_dot4n(void) {
                 const size_t wr = q_row_size(wt, n), stride = wr + 2 * (nt % 2);
                 const size_t ar = q_row_size(o->atype, n);
                 const size_t pr = o->act_prep ? o->act_prep(NULL, n, NULL) : ar; /* what dot4n reads */
-                const size_t astride = ar + 34 * (nt % 3 == 0), pstride = pr + 64 * (nt % 3 == 0);
+                /* padded strides; 36 keeps Q8_K rows (a float d) 4-byte aligned */
+                const size_t astride = ar + 36 * (nt % 3 == 0), pstride = pr + 64 * (nt % 3 == 0);
                 const size_t os = 4 + (size_t)(nt % 4); /* output stride >= 4 */
                 uint8_t *w = malloc(stride * 4), *a = malloc(astride * nt);
                 uint8_t *pa = o->act_prep ? malloc(pstride * nt) : a;
