@@ -66,6 +66,9 @@ void k_avx512_dot4n_q4_K(const void *w, size_t stride, const void *a, size_t as,
                          float *out, size_t os);
 void k_avx512_dot4n_q6_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                          float *out, size_t os);
+void k_avx512_dot4_q5_K(const void *w, size_t stride, const void *a, int64_t n, float *out);
+void k_avx512_dot4n_q5_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os);
 /* activations prepared for the dot4 / dot4n entries below (k_act_prep_fn): Q4_0 and Q5_0
  * share one layout, Q8_0 has its own */
 size_t k_avx512_prep_q4(const void *arow, int64_t n, void *dst);

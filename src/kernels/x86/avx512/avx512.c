@@ -8,6 +8,7 @@
  * are converted to float and scaled with one FMA, as in the AVX2 file.
  */
 #include <math.h>
+#include <stddef.h>
 #include "kernels/x86/avx2/avx2_inl.h"
 #include "kernels/x86/x86.h"
 
@@ -1107,15 +1108,19 @@ void k_avx512_dot4_q4_K(const void *w, size_t stride, const void *a, int64_t n, 
     out[3] = hsum_ps(_mm512_extractf32x8_ps(acc23, 1)) - summ[3];
 }
 
-/* Q4_K, 4 rows x nt tokens (nt <= 4 a pass; more tokens take more passes): each row's
- * super-block is unpacked once for the pass's tokens; every (row, token) runs the integer
- * and float sequence of k_avx512_dot4_q4_K above, so the bits are the same. */
-Q4_INLINE void q4k_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
-                         float *out, size_t os) {
+/* Q4_K / Q5_K (five), 4 rows x nt tokens (nt <= 4 a pass; more tokens take more passes):
+ * each row's super-block is unpacked once for the pass's tokens; every (row, token) runs
+ * the integer and float sequence of k_avx512_dot4_q4_K, i.e. of the AVX2 single-row dot,
+ * so the bits are the same. Q5_K's fifth bits (qh byte e: bit 2j / 2j + 1 for element e of
+ * chunk j's low / high nibbles) are or'ed in as 0x10. */
+Q4_INLINE void kq_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                        float *out, size_t os, const int five) {
     const uint8_t *p = w;
     const int64_t nb = n / Q_QK_K;
+    const size_t bb = five ? sizeof(q_block_q5_K) : sizeof(q_block_q4_K);
+    const size_t qs_off = five ? offsetof(q_block_q5_K, qs) : offsetof(q_block_q4_K, qs);
     const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b1 = _mm512_set1_epi8(1);
     const __m512i isl[2] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
                             _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6)};
     const __m512i ish[2] = {_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3),
@@ -1127,7 +1132,7 @@ Q4_INLINE void q4k_dot4n(const void *w, size_t stride, const void *a, size_t as,
         for (int i = 0; i < 4; i++) summ[i][t] = 0;
     }
     for (int64_t b = 0; b < nb; b++) {
-        for (int l = 0; l < 9; l++) _mm_prefetch(pf + 4 * 144 * b + 64 * l, _MM_HINT_T0);
+        for (size_t l = 0; l < (4 * bb + 63) / 64; l++) _mm_prefetch(pf + 4 * bb * b + 64 * l, _MM_HINT_T0);
         __m512i Y[4][4]; /* token t: low / high nibbles' activation bytes of halves 0, 1 */
         const q_block_q8_K *yb[4];
         for (int t = 0; t < nt; t++) {
@@ -1143,16 +1148,25 @@ Q4_INLINE void q4k_dot4n(const void *w, size_t stride, const void *a, size_t as,
             float d[2][4];
             for (int ii = 0; ii < 2; ii++) {
                 const int i = 2 * pr + ii;
-                const q_block_q4_K *x = (const q_block_q4_K *)(p + i * stride) + b;
+                const uint8_t *xb = p + i * stride + (size_t)b * bb; /* d, dmin, scales[12] lead both */
+                const q_block_q4_K *x = (const q_block_q4_K *)xb;
                 uint64_t sc, mn;
                 unpack_scales_k4(x->scales, &sc, &mn);
                 const __m512i S = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc));
+                const __m512i QH = five ? _mm512_broadcast_i64x4(loadu256(((const q_block_q5_K *)xb)->qh))
+                                        : _mm512_setzero_si512();
                 __m512i lo[2], hi[2], Sl[2], Sh[2];
                 for (int h = 0; h < 2; h++) {
-                    const __m512i L = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(x->qs + 64 * h)),
-                                                         loadu256(x->qs + 64 * h + 32), 1);
+                    const __m512i L = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(xb + qs_off + 64 * h)),
+                                                         loadu256(xb + qs_off + 64 * h + 32), 1);
                     lo[h] = _mm512_and_si512(L, m4);
                     hi[h] = _mm512_and_si512(_mm512_srli_epi16(L, 4), m4);
+                    if (five) { /* half h holds chunks 2h (bytes 0..31) and 2h + 1 (32..63) */
+                        const __m512i bl = _mm512_and_si512(_mm512_srlv_epi16(QH, shifts2(4 * h, 4 * h + 2)), b1);
+                        const __m512i bh = _mm512_and_si512(_mm512_srlv_epi16(QH, shifts2(4 * h + 1, 4 * h + 3)), b1);
+                        lo[h] = _mm512_or_si512(lo[h], _mm512_slli_epi16(bl, 4));
+                        hi[h] = _mm512_or_si512(hi[h], _mm512_slli_epi16(bh, 4));
+                    }
                     Sl[h] = _mm512_permutexvar_epi32(isl[h], S);
                     Sh[h] = _mm512_permutexvar_epi32(ish[h], S);
                 }
@@ -1181,18 +1195,31 @@ Q4_INLINE void q4k_dot4n(const void *w, size_t stride, const void *a, size_t as,
     }
 }
 
+/* passes of up to 4 tokens (registers), each token count its own instantiation */
+#define KQ_PASSES(FIVE)                                                                      \
+    for (int t0 = 0; t0 < nt; t0 += 4) {                                                     \
+        const void *at = (const uint8_t *)a + (size_t)t0 * as;                               \
+        float *ot = out + (size_t)t0 * os;                                                   \
+        switch (nt - t0 < 4 ? nt - t0 : 4) {                                                 \
+        case 1: kq_dot4n(w, stride, at, as, 1, n, ot, os, FIVE); break;                      \
+        case 2: kq_dot4n(w, stride, at, as, 2, n, ot, os, FIVE); break;                      \
+        case 3: kq_dot4n(w, stride, at, as, 3, n, ot, os, FIVE); break;                      \
+        default: kq_dot4n(w, stride, at, as, 4, n, ot, os, FIVE); break;                     \
+        }                                                                                    \
+    }
+
 void k_avx512_dot4n_q4_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                          float *out, size_t os) {
-    for (int t0 = 0; t0 < nt; t0 += 4) { /* passes of up to 4 tokens (registers) */
-        const void *at = (const uint8_t *)a + (size_t)t0 * as;
-        float *ot = out + (size_t)t0 * os;
-        switch (nt - t0 < 4 ? nt - t0 : 4) {
-        case 1: q4k_dot4n(w, stride, at, as, 1, n, ot, os); break;
-        case 2: q4k_dot4n(w, stride, at, as, 2, n, ot, os); break;
-        case 3: q4k_dot4n(w, stride, at, as, 3, n, ot, os); break;
-        default: q4k_dot4n(w, stride, at, as, 4, n, ot, os); break;
-        }
-    }
+    KQ_PASSES(0)
+}
+
+void k_avx512_dot4_q5_K(const void *w, size_t stride, const void *a, int64_t n, float *out) {
+    kq_dot4n(w, stride, a, 0, 1, n, out, 0, 1);
+}
+
+void k_avx512_dot4n_q5_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    KQ_PASSES(1)
 }
 
 /* Q6_K, 4 rows x nt tokens (as q4k_dot4n): each row's super-block is unpacked once for the
@@ -1296,6 +1323,8 @@ void k_install_avx512(k_kernels *k) {
     k->ops[ND_TYPE_Q4_K].vec_dot4 = k_avx512_dot4_q4_K; /* vec_dot: k_avx2_dot_q4_K (same bits) */
     k->ops[ND_TYPE_Q4_K].vec_dot4n = k_avx512_dot4n_q4_K;
     k->ops[ND_TYPE_Q6_K].vec_dot4n = k_avx512_dot4n_q6_K;
+    k->ops[ND_TYPE_Q5_K].vec_dot4 = k_avx512_dot4_q5_K; /* vec_dot: k_avx2_dot_q5_K (same bits) */
+    k->ops[ND_TYPE_Q5_K].vec_dot4n = k_avx512_dot4n_q5_K;
     /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
     k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
