@@ -521,6 +521,20 @@ static void test_neon_bit_exact(void) {
 }
 #endif
 
+/* Four weight rows of type wt (n elements, row i at w + i * stride): random bytes with
+ * finite random fp16 scales in every block. */
+static void rand_rows4(uint8_t *w, uint32_t wt, int64_t n, size_t stride, unsigned long long *s) {
+    for (size_t i = 0; i < stride * 4; i++) w[i] = (uint8_t)t_rand_u64(s);
+    int off[2];
+    const int nf = scale_fields(wt, off);
+    for (int r = 0; r < 4; r++)
+        for (int64_t b = 0; b < n / (int64_t)q_blck(wt); b++)
+            for (int f = 0; f < nf; f++) {
+                uint16_t h = h_of(t_rand_f(s) * 0.01f);
+                memcpy(w + r * stride + b * q_block_bytes(wt) + off[f], &h, 2);
+            }
+}
+
 /* Decode entries: dot4 over four rows equals the single-row entry on each row, bit for
  * bit (the matmul may use either for any row), and the single-row entry is within the
  * derived tolerance of the reference through test_table_avx512. Rows of random bytes with
@@ -543,15 +557,7 @@ static void test_dot4(void) {
             const size_t wr = q_row_size(wt, n), stride = wr + 2 * (li % 2);
             uint8_t *w = malloc(stride * 4), *a = malloc(q_row_size(o->atype, n));
             float *x = malloc(sizeof(float) * n);
-            for (size_t i = 0; i < stride * 4; i++) w[i] = (uint8_t)t_rand_u64(&s);
-            int off[2];
-            const int nf = scale_fields(wt, off);
-            for (int r = 0; r < 4; r++) /* finite fp16 scales in every block */
-                for (int64_t b = 0; b < n / (int64_t)q_blck(wt); b++)
-                    for (int f = 0; f < nf; f++) {
-                        uint16_t h = h_of(t_rand_f(&s) * 0.01f);
-                        memcpy(w + r * stride + b * q_block_bytes(wt) + off[f], &h, 2);
-                    }
+            rand_rows4(w, wt, n, stride, &s);
             for (int64_t i = 0; i < n; i++) /* a few outliers: other quants saturate */
                 x[i] = t_rand_f(&s) * (i % 37 == 3 ? 50.0f : 1.0f);
             ND_ASSERT(o->quantize(x, a, n) == 0);
@@ -603,15 +609,7 @@ static void test_dot4n(void) {
                 uint8_t *w = malloc(stride * 4), *a = malloc(astride * nt);
                 uint8_t *pa = o->act_prep ? malloc(pstride * nt) : a;
                 float *x = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * (os * nt + 8));
-                for (size_t i = 0; i < stride * 4; i++) w[i] = (uint8_t)t_rand_u64(&s);
-                int off[2];
-                const int nf = scale_fields(wt, off);
-                for (int r = 0; r < 4; r++)
-                    for (int64_t b = 0; b < n / (int64_t)q_blck(wt); b++)
-                        for (int f = 0; f < nf; f++) {
-                            uint16_t h = h_of(t_rand_f(&s) * 0.01f);
-                            memcpy(w + r * stride + b * q_block_bytes(wt) + off[f], &h, 2);
-                        }
+                rand_rows4(w, wt, n, stride, &s);
                 for (int t = 0; t < nt; t++) {
                     for (int64_t i = 0; i < n; i++)
                         x[i] = t_rand_f(&s) * (i % 37 == t ? 50.0f : 1.0f);

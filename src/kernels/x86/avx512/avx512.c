@@ -559,25 +559,35 @@ Q4_INLINE void q4_step4n(const uint8_t *const r[4], size_t xoff, const uint8_t *
     }
 }
 
-/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q4_step4n */
-Q4_INLINE __m128 q4_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
-    const q4_act4 A = q4_act_prep(y, full, cnt);
-    __m512i l0;
-    __m512i z = q4_row4(x, &A, full, cnt, &l0);
+/* lane 4j of v (segment j's first lane) -> lane j, j < 4 */
+Q4_INLINE __m128 seg_first_ps(__m512 v) {
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v));
+}
+
+/* One row's seeded lane sums (segment j = block j) -> its float chain over blocks
+ * 0..cnt-1, acc = fma((float)isum_j, dd_j, acc): a lane of fold4, shared by the single-row
+ * entries of Q4_0, Q5_0 and Q8_0. */
+Q4_INLINE __m128 fold1(__m512i z, __m128 dd, int cnt, __m128 acc) {
     z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_BADC));
     z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_CDAB)); /* every lane: its segment's sum */
     const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m128 u = _mm_cvtepi32_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, z)));
-    const __m512i idw = IDX16(0, 9, 18, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idw, l0)));
-    const __m128 da = _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, A.da));
-    const __m128 dd = _mm_mul_ps(dw, da);
     acc = _mm_fmadd_ss(u, dd, acc);
     if (cnt > 1) acc = _mm_fmadd_ss(_mm_permute_ps(u, 1), _mm_permute_ps(dd, 1), acc);
     if (cnt > 2) acc = _mm_fmadd_ss(_mm_permute_ps(u, 2), _mm_permute_ps(dd, 2), acc);
     if (cnt > 3) acc = _mm_fmadd_ss(_mm_permute_ps(u, 3), _mm_permute_ps(dd, 3), acc);
     return acc;
+}
+
+/* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q4_step4n */
+Q4_INLINE __m128 q4_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
+    const q4_act4 A = q4_act_prep(y, full, cnt);
+    __m512i l0;
+    const __m512i z = q4_row4(x, &A, full, cnt, &l0);
+    const __m512i idw = IDX16(0, 9, 18, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                              0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m128 dw = _mm_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(idw, l0)));
+    return fold1(z, _mm_mul_ps(dw, seg_first_ps(A.da)), cnt, acc);
 }
 
 /* 4 rows x nt tokens; nt a constant after inlining (the accumulators stay in registers) */
@@ -663,12 +673,12 @@ Q4_INLINE __m512 q8_d16(const uint8_t *base, __m512i idx, int full, int cnt) {
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
 }
 
-/* the fp16 scales of blocks 0..3 of a window at p (0 past cnt) -> float */
-Q4_INLINE __m128 q8_d4(const uint8_t *p, int full, int cnt) {
+/* the fp16 scales leading blocks 0..3 (bb bytes each) of a window at p (0 past cnt) -> float */
+Q4_INLINE __m128 d4_fp16(const uint8_t *p, int bb, int full, int cnt) {
     uint16_t h[4];
     for (int j = 0; j < 4; j++) {
         h[j] = 0;
-        if (full || j < cnt) memcpy(&h[j], p + 34 * j, 2);
+        if (full || j < cnt) memcpy(&h[j], p + bb * j, 2);
     }
     return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
 }
@@ -685,7 +695,7 @@ Q4_INLINE q8_act4 q8_act_prep(const uint8_t *y, int full, int cnt) {
     r.a23 = q8_qs2(y, 2, full, cnt);
     r.seed01 = _mm512_sub_epi32(z, dpbusd(c80, r.a01));
     r.seed23 = _mm512_sub_epi32(z, dpbusd(c80, r.a23));
-    r.da = q8_d4(y, full, cnt);
+    r.da = d4_fp16(y, 34, full, cnt);
     return r;
 }
 
@@ -758,17 +768,7 @@ Q4_INLINE void q8_step4n(const uint8_t *x, size_t stride, __m512i idw, const uin
 /* 1 row, blocks b..b+cnt-1, the same integers and float sequence as a lane of q8_step4n */
 Q4_INLINE __m128 q8_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
     const q8_act4 A = q8_act_prep(y, full, cnt);
-    __m512i z = q8_row4(x, &A, full, cnt);
-    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_BADC));
-    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_CDAB)); /* every lane: its segment's sum */
-    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m128 u = _mm_cvtepi32_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, z)));
-    const __m128 dd = _mm_mul_ps(q8_d4(x, full, cnt), A.da);
-    acc = _mm_fmadd_ss(u, dd, acc);
-    if (cnt > 1) acc = _mm_fmadd_ss(_mm_permute_ps(u, 1), _mm_permute_ps(dd, 1), acc);
-    if (cnt > 2) acc = _mm_fmadd_ss(_mm_permute_ps(u, 2), _mm_permute_ps(dd, 2), acc);
-    if (cnt > 3) acc = _mm_fmadd_ss(_mm_permute_ps(u, 3), _mm_permute_ps(dd, 3), acc);
-    return acc;
+    return fold1(q8_row4(x, &A, full, cnt), _mm_mul_ps(d4_fp16(x, 34, full, cnt), A.da), cnt, acc);
 }
 
 float k_avx512_dot_q8_0_r(const void *w, const void *a, int64_t n) {
@@ -919,24 +919,8 @@ Q5_BITALG void q5_step4n(const uint8_t *x, size_t stride, const uint8_t *y, size
 Q4_INLINE __m128 q5_step1(const uint8_t *x, const uint8_t *y, int full, int cnt, __m128 acc) {
     const q4_act4 A = q4_act_prep(y, full, cnt);
     const q4_w4 w = q5_wprep(x, full, cnt);
-    __m512i z = q5_wdot(&w, &A, _mm512_add_epi32(A.seed, A.seed));
-    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_BADC));
-    z = _mm512_add_epi32(z, _mm512_shuffle_epi32(z, _MM_PERM_CDAB)); /* every lane: its segment's sum */
-    const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m128 u = _mm_cvtepi32_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(pick, z)));
-    uint16_t h[4];
-    for (int j = 0; j < 4; j++) {
-        h[j] = 0;
-        if (full || j < cnt) memcpy(&h[j], x + 22 * j, 2);
-    }
-    const __m128 dw = _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
-    const __m128 da = _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, A.da));
-    const __m128 dd = _mm_mul_ps(dw, da);
-    acc = _mm_fmadd_ss(u, dd, acc);
-    if (cnt > 1) acc = _mm_fmadd_ss(_mm_permute_ps(u, 1), _mm_permute_ps(dd, 1), acc);
-    if (cnt > 2) acc = _mm_fmadd_ss(_mm_permute_ps(u, 2), _mm_permute_ps(dd, 2), acc);
-    if (cnt > 3) acc = _mm_fmadd_ss(_mm_permute_ps(u, 3), _mm_permute_ps(dd, 3), acc);
-    return acc;
+    const __m512i z = q5_wdot(&w, &A, _mm512_add_epi32(A.seed, A.seed));
+    return fold1(z, _mm_mul_ps(d4_fp16(x, 22, full, cnt), seg_first_ps(A.da)), cnt, acc);
 }
 
 float k_avx512_dot_q5_0_r(const void *w, const void *a, int64_t n) {
@@ -1195,22 +1179,33 @@ Q4_INLINE void kq_dot4n(const void *w, size_t stride, const void *a, size_t as, 
     }
 }
 
-/* passes of up to 4 tokens (registers), each token count its own instantiation */
-#define KQ_PASSES(FIVE)                                                                      \
+/* K-quant x N entries: passes of up to 4 tokens (registers), each token count its own
+ * instantiation of IMPL(w, stride, a, as, nt, n, out, os) */
+#define KQ_PASSES(IMPL)                                                                      \
     for (int t0 = 0; t0 < nt; t0 += 4) {                                                     \
         const void *at = (const uint8_t *)a + (size_t)t0 * as;                               \
         float *ot = out + (size_t)t0 * os;                                                   \
         switch (nt - t0 < 4 ? nt - t0 : 4) {                                                 \
-        case 1: kq_dot4n(w, stride, at, as, 1, n, ot, os, FIVE); break;                      \
-        case 2: kq_dot4n(w, stride, at, as, 2, n, ot, os, FIVE); break;                      \
-        case 3: kq_dot4n(w, stride, at, as, 3, n, ot, os, FIVE); break;                      \
-        default: kq_dot4n(w, stride, at, as, 4, n, ot, os, FIVE); break;                     \
+        case 1: IMPL(w, stride, at, as, 1, n, ot, os); break;                                \
+        case 2: IMPL(w, stride, at, as, 2, n, ot, os); break;                                \
+        case 3: IMPL(w, stride, at, as, 3, n, ot, os); break;                                \
+        default: IMPL(w, stride, at, as, 4, n, ot, os); break;                               \
         }                                                                                    \
     }
 
+Q4_INLINE void q4k_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    kq_dot4n(w, stride, a, as, nt, n, out, os, 0);
+}
+
+Q4_INLINE void q5k_dot4n(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
+                         float *out, size_t os) {
+    kq_dot4n(w, stride, a, as, nt, n, out, os, 1);
+}
+
 void k_avx512_dot4n_q4_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                          float *out, size_t os) {
-    KQ_PASSES(0)
+    KQ_PASSES(q4k_dot4n)
 }
 
 void k_avx512_dot4_q5_K(const void *w, size_t stride, const void *a, int64_t n, float *out) {
@@ -1219,7 +1214,7 @@ void k_avx512_dot4_q5_K(const void *w, size_t stride, const void *a, int64_t n, 
 
 void k_avx512_dot4n_q5_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                          float *out, size_t os) {
-    KQ_PASSES(1)
+    KQ_PASSES(q5k_dot4n)
 }
 
 /* Q6_K, 4 rows x nt tokens (as q4k_dot4n): each row's super-block is unpacked once for the
@@ -1284,16 +1279,7 @@ Q4_INLINE void q6k_dot4n(const void *w, size_t stride, const void *a, size_t as,
 
 void k_avx512_dot4n_q6_K(const void *w, size_t stride, const void *a, size_t as, int nt, int64_t n,
                          float *out, size_t os) {
-    for (int t0 = 0; t0 < nt; t0 += 4) { /* passes of up to 4 tokens (registers) */
-        const void *at = (const uint8_t *)a + (size_t)t0 * as;
-        float *ot = out + (size_t)t0 * os;
-        switch (nt - t0 < 4 ? nt - t0 : 4) {
-        case 1: q6k_dot4n(w, stride, at, as, 1, n, ot, os); break;
-        case 2: q6k_dot4n(w, stride, at, as, 2, n, ot, os); break;
-        case 3: q6k_dot4n(w, stride, at, as, 3, n, ot, os); break;
-        default: q6k_dot4n(w, stride, at, as, 4, n, ot, os); break;
-        }
-    }
+    KQ_PASSES(q6k_dot4n)
 }
 
 /* ================================================================ install */
