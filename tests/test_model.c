@@ -438,11 +438,145 @@ static void test_tiny_errors(void) {
     nd_free(buf);
 }
 
+
+/* ------------------------------------------------------ weight placement */
+
+/* Rss (kB) of the mapping that contains addr, from /proc/self/smaps; -1 if not found */
+static long vma_rss_kb(const void *addr) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    long rss = -1;
+    bool in = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, ' ') == line + strcspn(line, " ")) {
+            in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+            continue;
+        }
+        if (in && sscanf(line, "Rss: %ld kB", &rss) == 1) break;
+    }
+    fclose(f);
+    return rss;
+}
+
+static bool in_range(const void *p, const void *lo, size_t n) {
+    return p && (const uint8_t *)p >= (const uint8_t *)lo && (const uint8_t *)p < (const uint8_t *)lo + n;
+}
+
+/* every weight and vector of m lies in [lo, lo + n) (none left behind in the mapping) */
+static int count_outside(const model_t *m, const void *lo, size_t n) {
+    int bad = !in_range(m->tok_embd.data, lo, n) + !in_range(m->output.data, lo, n) +
+              !in_range(m->output_norm, lo, n);
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        const void *ps[] = {L->wq.data, L->wk.data, L->wv.data, L->wqkv.data, L->wo.data, L->w_gate.data,
+                            L->w_up.data, L->w_down.data, L->attn_norm, L->bq, L->bk, L->bv,
+                            L->q_norm, L->k_norm, L->ffn_norm};
+        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) bad += ps[i] && !in_range(ps[i], lo, n);
+    }
+    return bad;
+}
+
+/* logits of 12 tokens (every position) */
+static float *all_logits(const model_t *m) {
+    model_ctx *c = new_ctx(m, ND_TYPE_F16, 2);
+    if (!c) return NULL;
+    const int64_t V = m->hp.n_vocab;
+    float *l = malloc(sizeof(float) * (size_t)V * 12);
+    int32_t toks[12];
+    for (int i = 0; i < 12; i++) toks[i] = (int32_t)((i * 53 + 7) % V);
+    nd_err err = {0};
+    if (model_forward(c, toks, 12, 0, l, MODEL_LOGITS_ALL, &err)) {
+        fprintf(stderr, "  forward: %s\n", err.msg);
+        free(l);
+        l = NULL;
+    }
+    model_ctx_free(c);
+    return l;
+}
+
+/* The huge-page copy (MODEL_WEIGHTS_COPY) gives the mapping's logits bit for bit, moves
+ * every weight and vector, and leaves the file mapping's data pages out of the process. */
+static void test_weights_copy(void) {
+    const char *fx = t_fixtures();
+    if (!fx) T_SKIP("no fixtures");
+    const char *names[] = {"synth-qwen2-q4_0", "synth-phi3-q8_0", "synth-llama-q4_k"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/models/%s.gguf", fx, names[k]);
+        nd_err err = {0};
+        model_load_params pm = {MODEL_WEIGHTS_MMAP}, pc = {MODEL_WEIGHTS_COPY};
+        model_t *a = model_load_ex(path, &pm, &err), *b = model_load_ex(path, &pc, &err);
+        T_CHECKF(a && b, "%s: %s", names[k], err.msg);
+        if (!a || !b) {
+            model_free(a);
+            model_free(b);
+            continue;
+        }
+        T_CHECK(!model_weights_copied(a) && model_weights_copied(b));
+        T_EQ_INT(count_outside(a, a->gguf->map.data, a->gguf->map.size), 0);
+        T_EQ_INT(count_outside(b, b->wcopy, b->wcopy_size), 0);
+        /* the copy's file pages were dropped: what stays is the header (metadata, the
+         * tokenizer) and the pages around it the kernel maps on a fault (fault-around) */
+        const long rss = vma_rss_kb(b->gguf->map.data);
+        const long data_kb = (long)((b->gguf->map.size - b->gguf->data_offset) >> 10);
+        T_CHECKF(rss >= 0 && rss <= (long)(b->gguf->data_offset >> 10) + 128,
+                 "%s: mapping RSS %ld kB after the copy (header %llu kB, data %ld kB)", names[k], rss,
+                 (unsigned long long)(b->gguf->data_offset >> 10), data_kb);
+        float *la = all_logits(a), *lb = all_logits(b);
+        T_CHECK(la && lb);
+        if (la && lb)
+            T_CHECKF(memcmp(la, lb, sizeof(float) * (size_t)a->hp.n_vocab * 12) == 0, "%s: logits differ", names[k]);
+        free(la);
+        free(lb);
+        model_free(a);
+        model_free(b);
+    }
+}
+
+/* From a caller's buffer: the copy works and the buffer is left as it was; bad names. */
+static void test_weights_mem(void) {
+    size_t len;
+    uint8_t *buf = build_model(OK_MODEL, &len);
+    T_CHECK(buf != NULL);
+    if (!buf) return;
+    uint8_t *orig = malloc(len);
+    memcpy(orig, buf, len);
+    nd_err err = {0};
+    gguf_ctx *g1 = gguf_open_mem(buf, len, &err), *g2 = gguf_open_mem(buf, len, &err);
+    T_CHECK(g1 && g2);
+    const model_load_params pm = {MODEL_WEIGHTS_MMAP}, pc = {MODEL_WEIGHTS_COPY};
+    model_t *a = g1 ? model_load_gguf_ex(g1, &pm, &err) : NULL;
+    model_t *b = g2 ? model_load_gguf_ex(g2, &pc, &err) : NULL;
+    T_CHECKF(a && b, "%s", err.msg);
+    if (a && b) {
+        T_CHECK(model_weights_copied(b));
+        float *la = all_logits(a), *lb = all_logits(b);
+        T_CHECK(la && lb && memcmp(la, lb, sizeof(float) * (size_t)a->hp.n_vocab * 12) == 0);
+        free(la);
+        free(lb);
+    }
+    model_free(a);
+    model_free(b);
+    T_CHECK(memcmp(buf, orig, len) == 0);
+    model_weights w = MODEL_WEIGHTS_COPY;
+    T_EQ_INT(model_weights_parse("mmap", &w, &err), 0);
+    T_EQ_INT(w, MODEL_WEIGHTS_MMAP);
+    T_EQ_INT(model_weights_parse("huge", &w, &err), ND_EINVAL);
+    T_CHECK(strstr(err.msg, "auto, mmap or copy") != NULL);
+    T_EQ_INT(model_weights_parse(NULL, &w, &err), ND_EINVAL);
+    free(orig);
+    nd_free(buf);
+}
+
 int main(void) {
     T_RUN(test_hostile);
     T_RUN(test_tiny_errors);
     T_RUN(test_goldens);
     T_RUN(test_generate);
     T_RUN(test_kv_f32);
+    T_RUN(test_weights_copy);
+    T_RUN(test_weights_mem);
     return t_done();
 }

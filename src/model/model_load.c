@@ -1,9 +1,13 @@
 /* Model loading: architecture detection, hyper-parameters, tensor binding with shape
- * validation against those hyper-parameters. Weights stay views into the mapping. */
+ * validation against those hyper-parameters, and where the weights live (model_weights:
+ * views into the mapping, or one huge-page copy). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model/model.h"
 #include "quant/quant.h"
@@ -357,7 +361,119 @@ static int bind_globals(const gguf_ctx *g, model_t *m, nd_err *err) {
     return 0;
 }
 
-model_t *model_load_gguf(gguf_ctx *g, nd_err *err) {
+/* ------------------------------------------------------- weight placement */
+
+int model_weights_parse(const char *s, model_weights *out, nd_err *err) {
+    static const char *names[] = {"auto", "mmap", "copy"};
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, names[i]) == 0) {
+            *out = (model_weights)i;
+            return 0;
+        }
+    return nd_seterr(err, ND_EINVAL, "weights placement '%s': expected auto, mmap or copy",
+                     s ? s : "");
+}
+
+bool model_weights_copied(const model_t *m) { return m && m->wcopy; }
+
+/* MemAvailable from /proc/meminfo in bytes; -1 when unknown */
+static int64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[128];
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : (int64_t)kb * 1024;
+}
+
+/* p moved by the copy if it points into [lo, hi) */
+static void rebase(const void **p, const uint8_t *lo, const uint8_t *hi, uint8_t *dst) {
+    const uint8_t *q = *p;
+    if (q && q >= lo && q < hi) *p = dst + (q - lo);
+}
+static void rebase_f(const float **p, const uint8_t *lo, const uint8_t *hi, uint8_t *dst) {
+    const void *v = *p;
+    rebase(&v, lo, hi, dst);
+    *p = v;
+}
+
+#define HUGE_PAGE ((size_t)2 << 20)
+#define COPY_CHUNK ((size_t)8 << 20)
+
+/* Copies the file's tensor data [lo, hi) into an anonymous, huge-page-advised mapping and
+ * points every weight and vector of m at the copy. The file pages of each copied chunk are
+ * dropped from the process as it goes (a shared read-only file mapping: the pages stay in
+ * the page cache, and anything still reading the mapping faults them back in). */
+static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, nd_err *err) {
+    const size_t n = (size_t)(hi - lo), lead = (uintptr_t)lo & 63; /* keep 64-byte phase */
+    const size_t size = (lead + n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    /* over-allocate by one huge page and trim, so the copy starts on a 2 MiB boundary */
+    uint8_t *raw = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return nd_seterr(err, ND_ENOMEM, "cannot allocate %zu MiB for the weights (use --weights "
+                         "mmap to run from the file mapping)", size >> 20);
+    uint8_t *base = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (base > raw) munmap(raw, (size_t)(base - raw));
+    if (base + size < raw + size + HUGE_PAGE) munmap(base + size, (size_t)(raw + size + HUGE_PAGE - (base + size)));
+#ifdef MADV_HUGEPAGE
+    madvise(base, size, MADV_HUGEPAGE); /* advice only: without THP the copy still works */
+#endif
+    const bool drop = m->gguf->owns_map; /* never drop pages of a caller's buffer */
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uint8_t *dst = base + lead;
+    nd_progress pr;
+    nd_progress_begin(&pr, "loading weights", n);
+    for (size_t off = 0; off < n; off += COPY_CHUNK) {
+        const size_t len = n - off < COPY_CHUNK ? n - off : COPY_CHUNK;
+        memcpy(dst + off, lo + off, len);
+        /* whole pages of the source copied so far */
+        const uintptr_t p0 = ((uintptr_t)(lo + off) + page - 1) & ~(page - 1);
+        const uintptr_t p1 = ((uintptr_t)(lo + off + len)) & ~(page - 1);
+        if (drop && p1 > p0) madvise((void *)p0, p1 - p0, MADV_DONTNEED);
+        nd_progress_update(&pr, off + len);
+    }
+    nd_progress_end(&pr);
+    mprotect(base, size, PROT_READ); /* weights are read-only, as in the mapping */
+    model_mat *mats[2] = {&m->tok_embd, &m->output};
+    for (int i = 0; i < 2; i++) rebase(&mats[i]->data, lo, hi, dst);
+    rebase_f(&m->output_norm, lo, hi, dst);
+    rebase_f(&m->rope_freqs, lo, hi, dst);
+    rebase_f(&m->rope_long, lo, hi, dst);
+    rebase_f(&m->rope_short, lo, hi, dst);
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        model_layer *L = &m->layers[il];
+        model_mat *lm[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++) rebase(&lm[i]->data, lo, hi, dst);
+        const float **vs[] = {&L->attn_norm, &L->bq, &L->bk, &L->bv, &L->q_norm, &L->k_norm, &L->ffn_norm};
+        for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) rebase_f(vs[i], lo, hi, dst);
+    }
+    m->wcopy = base;
+    m->wcopy_size = size;
+    return 0;
+}
+
+static int place_weights(model_t *m, model_weights mode, nd_err *err) {
+    const gguf_ctx *g = m->gguf;
+    const uint8_t *lo = NULL, *hi = NULL;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor *t = &g->tensors[i];
+        if (!t->nbytes) continue;
+        if (!lo || t->data < lo) lo = t->data;
+        if (!hi || t->data + t->nbytes > hi) hi = t->data + t->nbytes;
+    }
+    if (mode == MODEL_WEIGHTS_MMAP || !lo) return 0;
+    if (mode == MODEL_WEIGHTS_AUTO) {
+        const int64_t avail = mem_available();
+        if (avail < 0 || (int64_t)(hi - lo) + ((int64_t)512 << 20) > avail) return 0;
+    }
+    return copy_weights(m, lo, hi, err);
+}
+
+model_t *model_load_gguf(gguf_ctx *g, nd_err *err) { return model_load_gguf_ex(g, NULL, err); }
+
+model_t *model_load_gguf_ex(gguf_ctx *g, const model_load_params *p, nd_err *err) {
     model_t *m = nd_calloc(1, sizeof *m);
     if (!m) {
         nd_seterr(err, ND_ENOMEM, "out of memory loading a model");
@@ -376,6 +492,7 @@ model_t *model_load_gguf(gguf_ctx *g, nd_err *err) {
         if ((rc = bind_layer(g, &m->hp, il, &m->layers[il], err))) goto fail;
     if ((rc = check_extra_layers(g, &m->hp, err))) goto fail;
     m->gguf = g;
+    if ((rc = place_weights(m, p ? p->weights : MODEL_WEIGHTS_AUTO, err))) goto fail;
     return m;
 fail:
     m->gguf = NULL; /* the caller keeps g */
@@ -383,10 +500,12 @@ fail:
     return NULL;
 }
 
-model_t *model_load(const char *path, nd_err *err) {
+model_t *model_load(const char *path, nd_err *err) { return model_load_ex(path, NULL, err); }
+
+model_t *model_load_ex(const char *path, const model_load_params *p, nd_err *err) {
     gguf_ctx *g = gguf_open(path, err);
     if (!g) return NULL;
-    model_t *m = model_load_gguf(g, err);
+    model_t *m = model_load_gguf_ex(g, p, err);
     if (!m) {
         nd_preerr(err, "%s: ", path);
         gguf_close(g);
@@ -397,6 +516,7 @@ model_t *model_load(const char *path, nd_err *err) {
 void model_free(model_t *m) {
     if (!m) return;
     gguf_close(m->gguf);
+    if (m->wcopy) munmap(m->wcopy, m->wcopy_size);
     nd_free(m->owned_freqs);
     nd_free(m->layers);
     nd_free(m);

@@ -123,7 +123,8 @@ static int load(srv_t *s, nd_err *err) {
         gguf_close(g);
         return nd_preerr(err, "tokenizer: ");
     }
-    if (!(s->m = model_load_gguf(g, err))) {
+    const model_load_params lp = {.weights = (model_weights)s->p.weights};
+    if (!(s->m = model_load_gguf_ex(g, &lp, err))) {
         gguf_close(g);
         return err->code;
     }

@@ -58,7 +58,9 @@ static void cache_path(char *out, size_t cap) {
 }
 
 /* sha256 of the file, from the cache when path, size and mtime match. */
-static int file_sha256(const char *path, const void *data, size_t size, char hex[65]) {
+/* sha256 of the file, read through stdio: hashing the model's mapping would fault every
+ * page of it back into the process after the weights were copied out of it */
+static int file_sha256(const char *path, char hex[65]) {
     char real[PATH_MAX], dir[PATH_MAX], cache[PATH_MAX + 32], line[PATH_MAX + 160];
     struct stat st;
     if (!realpath(path, real) || stat(real, &st)) return -1;
@@ -80,7 +82,13 @@ static int file_sha256(const char *path, const void *data, size_t size, char hex
     nd_sha256 s;
     uint8_t d[32];
     nd_sha256_init(&s);
-    nd_sha256_update(&s, data, size);
+    if (!(f = fopen(real, "rb"))) return -1;
+    static uint8_t chunk[1 << 16];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) nd_sha256_update(&s, chunk, n);
+    const int bad = ferror(f);
+    fclose(f);
+    if (bad) return -1;
     nd_sha256_final(&s, d);
     nd_sha256_hex(d, hex);
     char cmd_dir[PATH_MAX];
@@ -93,6 +101,18 @@ static int file_sha256(const char *path, const void *data, size_t size, char hex
         fclose(f);
     }
     return 0;
+}
+
+/* VmHWM of this process in MiB (0 when /proc is not there) */
+static double peak_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[128];
+    long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    fclose(f);
+    return kb / 1024.0;
 }
 
 /* ----------------------------------------------------------------- tests */
@@ -192,6 +212,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-o md|csv|json|jsonl]\n"
                "  -p, -n, -t take comma-separated lists (e.g. -t 1,2); -p 0 / -n 0 skip a test\n"
                "  --kv f16|f32   KV cache type (default f16)\n"
+               "  --weights W    auto|mmap|copy: weights copied into huge pages or left in the file\n"
+               "                 mapping (default auto: copy when it fits in free memory)\n"
                "speculative decoding (greedy generation of -n tokens after a prompt, plain vs speculative):\n"
                "  --draft FILE | --spec ngram   [--draft-max N] [--draft-min N] [--draft-p-min P] [--draft-fixed]\n"
                "  [--draft-threads N] [--draft-async] [--ngram-min N] [--ngram-max N]   as for nindub run\n"
@@ -419,6 +441,8 @@ int tool_bench(int argc, char **argv) {
             int_list r;
             if (parse_list(argv[++i], &r, 1, 64) || r.n != 1) goto bad;
             reps = r.v[0];
+        } else if (!strcmp(a, "--weights") && has) {
+            if (model_weights_parse(argv[++i], &go.weights, NULL)) goto bad;
         } else if (!strcmp(a, "--kv") && has) {
             const char *k = argv[++i];
             if (!strcmp(k, "f16")) kv = ND_TYPE_F16;
@@ -444,10 +468,11 @@ int tool_bench(int argc, char **argv) {
         return bench_spec(&go, prompt_file, (int)reps, fmt);
     }
     nd_err err = {0};
-    model_t *m = model_load(path, &err);
+    const model_load_params lp = {.weights = go.weights};
+    model_t *m = model_load_ex(path, &lp, &err);
     if (!m) { fprintf(stderr, "nindub bench: %s\n", err.msg); return 1; }
     char sha[65] = "unknown", mtype[128];
-    file_sha256(path, m->gguf->map.data, m->gguf->map.size, sha);
+    if (file_sha256(path, sha)) snprintf(sha, sizeof sha, "unknown");
     const char *ftype = dominant_type(m->gguf);
     model_type_str(m, ftype, mtype, sizeof mtype);
     uint64_t params = 0, msize = 0;
@@ -526,7 +551,12 @@ int tool_bench(int argc, char **argv) {
         model_ctx_free(ctx);
     }
     if (!strcmp(fmt, "json")) printf(n_res ? "\n]\n" : "[]\n");
-    if (!strcmp(fmt, "md")) printf("\nbuild: %s, model sha256 %s\n", ND_GIT_REV, sha);
+    if (!strcmp(fmt, "md")) {
+        printf("\nbuild: %s, model sha256 %s\n", ND_GIT_REV, sha);
+        /* the RSS rule: peak <= file + KV cache + 64 MiB (the largest context above) */
+        printf("weights: %s, peak RSS %.1f MiB, file %.1f MiB\n", model_weights_copied(m) ? "copied (huge pages)" : "file mapping",
+               peak_rss_mib(), (double)m->gguf->map.size / (1 << 20));
+    }
     rc = 0;
 done:
     nd_free(toks);

@@ -35,6 +35,9 @@ void gen_opts_usage(FILE *f) {
                "  --seed S             RNG seed (default: random, printed with -v)\n"
                "  --stop STR           stop when the output contains STR (repeatable)\n"
                "  --kv f16|f32         KV cache type (default f16)\n"
+               "  --weights W          auto|mmap|copy: where the weights live (default auto: a copy in\n"
+               "                       huge pages, ~10%% faster decode, when it fits in free memory; else\n"
+               "                       the file mapping)\n"
                "  -v                   print model and sampling details to stderr\n"
                "constrained output (every answer parses):\n"
                "  --grammar GBNF       llama.cpp-style grammar text (root rule: root)\n"
@@ -77,7 +80,7 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
     }
     static const char *const with_value[] = {"-m", "-n", "-t", "-c", "--temp", "--top-k", "--top-p", "--min-p",
                                              "--repeat-penalty", "--repeat-last-n", "--frequency-penalty",
-                                             "--presence-penalty", "--seed", "--stop", "--kv", "--draft", "--spec",
+                                             "--presence-penalty", "--seed", "--stop", "--kv", "--weights", "--draft", "--spec",
                                              "--draft-max", "--draft-min", "--draft-p-min", "--draft-threads",
                                              "--ngram-min", "--ngram-max", "--grammar", "--grammar-file",
                                              "--json-schema"};
@@ -92,7 +95,13 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
     double x;
 #define NUM(lo, hi) if (tool_num(tool, a, v, lo, hi, &x)) return -1
     if (!strcmp(a, "-m")) o->model = v;
-    else if (!strcmp(a, "--grammar")) o->grammar = v;
+    else if (!strcmp(a, "--weights")) {
+        nd_err e;
+        if (model_weights_parse(v, &o->weights, &e)) {
+            fprintf(stderr, "nindub %s: %s\n", tool, e.msg);
+            return -1;
+        }
+    } else if (!strcmp(a, "--grammar")) o->grammar = v;
     else if (!strcmp(a, "--grammar-file")) o->grammar_file = v;
     else if (!strcmp(a, "--json-schema")) o->json_schema = v;
     else if (!strcmp(a, "-n")) { NUM(0, 1 << 24); o->n_predict = (int)x; }
@@ -214,7 +223,8 @@ int gen_open(gen_session *s, const gen_opts *o, nd_err *err) {
     memset(s, 0, sizeof *s);
     if (!(s->g = gguf_open(o->model, err))) return err->code;
     if (!(s->vocab = tok_load(s->g, err))) return nd_preerr(err, "tokenizer: ");
-    if (!(s->m = model_load_gguf(s->g, err))) return err->code;
+    const model_load_params lp = {.weights = o->weights};
+    if (!(s->m = model_load_gguf_ex(s->g, &lp, err))) return err->code;
     if (tok_n_vocab(s->vocab) > s->m->hp.n_vocab)
         return nd_seterr(err, ND_EFORMAT, "the tokenizer has %d tokens but the model only %lld rows of logits",
                          tok_n_vocab(s->vocab), (long long)s->m->hp.n_vocab);

@@ -20,6 +20,7 @@ typedef struct gen_opts {
     int n_predict, n_threads;
     int64_t n_ctx;
     uint32_t kv_type;
+    model_weights weights; /* --weights auto|mmap|copy */
     smp_params sp;
     bool seed_set, verbose;
     const char *stops[GEN_MAX_STOPS];

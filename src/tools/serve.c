@@ -28,6 +28,8 @@ static void usage(FILE *f) {
             "  --timeout S          idle connection timeout in seconds (default 30)\n"
             "  --grace S            on SIGINT/SIGTERM, seconds running requests may finish (default 5)\n"
             "  --kv f16|f32         KV cache type (default f16)\n"
+            "  --weights W          auto|mmap|copy: weights copied into huge pages or left in the\n"
+            "                       file mapping (default auto: copy when it fits in free memory)\n"
             "  -v                   log more\n"
             "speculative decoding by default (requests may override with \"speculative\"; same flags as run):\n"
             "  --draft FILE         draft model with the same vocabulary (one per server, own context per slot)\n"
@@ -109,7 +111,15 @@ static int parse(int argc, char **argv, srv_params *p, bool *verbose) {
         else if (!strcmp(a, "--grace")) { NUM(0, 86400); p->shutdown_grace = x; }
         else if (!strcmp(a, "--test-step-delay-ms")) { NUM(0, 60000); p->test_step_delay_ms = (int)x; }
         else if (!strcmp(a, "--test-load-delay-ms")) { NUM(0, 60000); p->test_load_delay_ms = (int)x; }
-        else if (!strcmp(a, "--kv")) {
+        else if (!strcmp(a, "--weights")) {
+            nd_err e;
+            model_weights w;
+            if (model_weights_parse(v, &w, &e)) {
+                fprintf(stderr, "nindub serve: %s\n", e.msg);
+                return 2;
+            }
+            p->weights = (int)w;
+        } else if (!strcmp(a, "--kv")) {
             if (!strcmp(v, "f16")) p->kv_type = ND_TYPE_F16;
             else if (!strcmp(v, "f32")) p->kv_type = ND_TYPE_F32;
             else {
