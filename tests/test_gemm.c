@@ -352,10 +352,66 @@ static void test_half_exact(void) {
     if (!any) T_SKIP("no F16/BF16 tile GEMM on this CPU (needs AVX-512)");
 }
 
+
+/* k_matmul_n: several weights of mixed types (different activation formats, with and
+ * without prepared activations, a part of 3 rows below the 4-row kernels) over one X give
+ * bit for bit what k_matmul gives for each alone, single- and multi-threaded, for decode,
+ * short batches and prefill; bad part counts are errors. Runs with every ISA's table. */
+static void test_matmul_n(void) {
+    static const uint32_t wt[4] = {ND_TYPE_Q4_0, ND_TYPE_Q6_K, ND_TYPE_Q8_0, ND_TYPE_F16};
+    static const int64_t Ns[4] = {136, 64, 3, 40};
+    static const int64_t Ms[] = {1, 5, 12, K_GEMM_MIN_TOKENS + 2};
+    const int64_t K = 512;
+    nd_err err = {0};
+    nd_pool *pool = nd_pool_new(2, &err);
+    T_CHECK(pool != NULL);
+    if (!pool) return;
+    unsigned long long s = 99;
+    uint8_t *W[4];
+    for (int p = 0; p < 4; p++) W[p] = make_weights(wt[p], Ns[p], K, &s);
+    const int64_t MX = K_GEMM_MIN_TOKENS + 2;
+    float *X = make_acts(ND_TYPE_Q8_0, MX, K, &s);
+    float *Y1[4], *Y2[4];
+    for (int p = 0; p < 4; p++) {
+        Y1[p] = malloc(sizeof(float) * (size_t)(MX * Ns[p]));
+        Y2[p] = malloc(sizeof(float) * (size_t)(MX * Ns[p]));
+    }
+    static const k_isa isas[] = {K_ISA_SCALAR, K_ISA_AVX2, K_ISA_BEST};
+    for (size_t ii = 0; ii < sizeof isas / sizeof isas[0]; ii++)
+        for (int threaded = 0; threaded < 2; threaded++) {
+            k_kernels k;
+            k_select(&k, isas[ii]);
+            k_scratch sc = {0};
+            k_env env = {&k, threaded ? pool : NULL, &sc};
+            for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
+                const int64_t M = Ms[mi];
+                k_mat mats[4];
+                for (int p = 0; p < 4; p++) {
+                    mats[p] = (k_mat){wt[p], W[p], Ns[p], Y1[p]};
+                    T_EQ_INT(k_matmul(&env, wt[p], W[p], K, Ns[p], X, M, Y2[p], &err), 0);
+                    memset(Y1[p], 0xFF, sizeof(float) * (size_t)(M * Ns[p]));
+                }
+                T_EQ_INT(k_matmul_n(&env, mats, 4, K, X, M, &err), 0);
+                for (int p = 0; p < 4; p++)
+                    T_CHECKF(memcmp(Y1[p], Y2[p], sizeof(float) * (size_t)(M * Ns[p])) == 0,
+                             "%s %s M=%lld threads=%d: part %d differs from k_matmul", k_isa_name(k.isa),
+                             nd_type_info(wt[p])->name, (long long)M, threaded ? 2 : 1, p);
+            }
+            k_mat none[5] = {{0}};
+            T_EQ_INT(k_matmul_n(&env, none, 0, K, X, 1, &err), ND_EINVAL);
+            T_EQ_INT(k_matmul_n(&env, none, K_MATMUL_PARTS + 1, K, X, 1, &err), ND_EINVAL);
+            k_scratch_free(&sc);
+        }
+    for (int p = 0; p < 4; p++) free(W[p]), free(Y1[p]), free(Y2[p]);
+    free(X);
+    nd_pool_free(pool);
+}
+
 int main(void) {
     T_RUN(test_tiles);
     T_RUN(test_half_exact);
     T_RUN(test_batch_invariant);
     T_RUN(test_matmul_threads);
+    T_RUN(test_matmul_n);
     return t_done();
 }

@@ -194,6 +194,7 @@ typedef struct mm_args {
     int64_t K, N, M;
     float *Y;           /* [M][N] */
     int64_t chunk;      /* output rows per work item */
+    bool quant;         /* this part converts X into A (and P); false: shares an earlier part's */
 } mm_args;
 
 /* Rows are dealt in lanes, one per pool item, each a contiguous range with its own claim
@@ -208,8 +209,12 @@ typedef struct mm_lane {
 
 #define MM_LANES 16
 
+/* Up to K_MATMUL_PARTS products share one job (k_matmul_n): part p owns the global work
+ * items (chunks of its rows) [first[p], first[p + 1]). */
 typedef struct mm_job {
-    mm_args a;
+    mm_args a[K_MATMUL_PARTS];
+    int n_parts;
+    int64_t first[K_MATMUL_PARTS + 1];
     _Atomic int status; /* first quantize error */
     int n_lanes;
     mm_lane lane[MM_LANES];
@@ -217,13 +222,19 @@ typedef struct mm_job {
 
 #define MM_TOKEN_BLOCK 16 /* tokens sharing one weight row while it is hot in L1 */
 
+/* Activation rows: every part that owns its buffers (a.quant) converts the M rows of X. */
 static void mm_quantize_worker(void *arg, int ith, int nth) {
     mm_job *j = arg;
-    const mm_args a = j->a;
-    for (int64_t m = ith; m < a.M; m += nth) {
-        int rc = a.ops->quantize(a.X + m * a.K, (uint8_t *)a.A + m * a.a_row, a.K);
-        if (rc) atomic_store(&j->status, rc);
-        else if (a.P != a.A) a.ops->act_prep(a.A + m * a.a_row, a.K, (uint8_t *)a.P + m * a.p_row);
+    int64_t i = 0;
+    for (int p = 0; p < j->n_parts; p++) {
+        const mm_args *a = &j->a[p];
+        if (!a->quant) continue;
+        for (int64_t m = 0; m < a->M; m++, i++) {
+            if (i % nth != ith) continue;
+            int rc = a->ops->quantize(a->X + m * a->K, (uint8_t *)a->A + m * a->a_row, a->K);
+            if (rc) atomic_store(&j->status, rc);
+            else if (a->P != a->A) a->ops->act_prep(a->A + m * a->a_row, a->K, (uint8_t *)a->P + m * a->p_row);
+        }
     }
 }
 
@@ -267,75 +278,150 @@ static void mm_rows(const mm_args *j, int64_t r0, int64_t r1) {
 static void mm_dot_worker(void *arg, int ith, int nth) {
     mm_job *j = arg;
     (void)nth;
-    const mm_args a = j->a;
+    const int np = j->n_parts;
+    mm_args a[K_MATMUL_PARTS];
+    int64_t first[K_MATMUL_PARTS + 1];
+    memcpy(a, j->a, (size_t)np * sizeof a[0]);
+    memcpy(first, j->first, (size_t)(np + 1) * sizeof first[0]);
     for (int k = 0; k < j->n_lanes; k++) {
         mm_lane *l = &j->lane[(ith + k) % j->n_lanes];
         for (;;) {
-            int64_t r0 = atomic_fetch_add_explicit(&l->next, a.chunk, memory_order_relaxed);
-            if (r0 >= l->end) break;
-            mm_rows(&a, r0, r0 + a.chunk < l->end ? r0 + a.chunk : l->end);
+            const int64_t g = atomic_fetch_add_explicit(&l->next, 1, memory_order_relaxed);
+            if (g >= l->end) break;
+            int p = 0;
+            while (g >= first[p + 1]) p++;
+            const int64_t r0 = (g - first[p]) * a[p].chunk;
+            mm_rows(&a[p], r0, r0 + a[p].chunk < a[p].N ? r0 + a[p].chunk : a[p].N);
         }
     }
 }
 
-int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
-             const float *X, int64_t M, float *Y, nd_err *err) {
-    int rc = k_check(env->kern, wtype, K, err);
-    if (rc) return rc;
-    if (N <= 0 || M <= 0) return 0;
-    const k_ops *ops = &env->kern->ops[wtype];
-    /* Long prefills: blocked tiles. Everything shorter than K_GEMM_MIN_TOKENS — decode,
-     * speculative verification (draft + 1 tokens), a decode step over several server slots —
-     * runs the per-row dots, so a token's logits do not depend on what else is in the batch:
-     * speculative greedy decoding then reproduces plain decoding token for token (the tiles
-     * sum the same exact integer block products in another float order). */
-    if (M >= K_GEMM_MIN_TOKENS && env->kern->gemm[wtype] && q_row_size(wtype, K) <= K_GEMM_MAX_ROW)
-        return k_gemm_matmul(env, wtype, W, K, N, X, M, Y, err);
-    int nth = nd_pool_size(env->pool);
-    mm_job j = {.a = {.ops = ops, .W = W, .w_row = q_row_size(wtype, K), .X = X, .K = K,
-                      .N = N, .M = M, .Y = Y}};
-    mm_args *a = &j.a;
-    a->a_row = q_row_size(ops->atype, K);
-    /* the 4-row kernels' own activation layout, made with the quantized rows */
-    const bool prep = ops->act_prep && ops->vec_dot4 && N >= 4 && ops->atype != ND_TYPE_F32;
-    a->p_row = prep ? ops->act_prep(NULL, K, NULL) : a->a_row;
-    if (ops->atype == ND_TYPE_F32) {
-        a->A = a->P = (const uint8_t *)X; /* already in the activation format */
-    } else {
-        const size_t a_bytes = ((size_t)M * a->a_row + 63) & ~(size_t)63;
-        if (scratch_reserve(env->scratch, a_bytes + (prep ? (size_t)M * a->p_row : 0)))
-            return nd_seterr(err, ND_ENOMEM, "out of memory for %lld activation rows",
-                             (long long)M);
-        a->A = env->scratch->data;
-        a->P = prep ? a->A + a_bytes : a->A;
+/* The per-row path for n products sharing X: activations converted once per distinct
+ * activation format, then one pool run over all parts' rows. */
+static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const float *X, int64_t M,
+                  nd_err *err) {
+    const int nth = nd_pool_size(env->pool);
+    mm_job j = {.n_parts = n};
+    size_t bytes = 0; /* scratch: quantized rows, then prepared rows, per owning part */
+    size_t off_a[K_MATMUL_PARTS], off_p[K_MATMUL_PARTS];
+    for (int p = 0; p < n; p++) {
+        const k_ops *ops = &env->kern->ops[mats[p].wtype];
+        mm_args *a = &j.a[p];
+        *a = (mm_args){.ops = ops, .W = mats[p].W, .w_row = q_row_size(mats[p].wtype, K), .X = X,
+                       .K = K, .N = mats[p].N, .M = M, .Y = mats[p].Y};
+        a->a_row = q_row_size(ops->atype, K);
+        /* the 4-row kernels' own activation layout, made with the quantized rows */
+        const bool prep = ops->act_prep && ops->vec_dot4 && a->N >= 4 && ops->atype != ND_TYPE_F32;
+        a->p_row = prep ? ops->act_prep(NULL, K, NULL) : a->a_row;
+        if (ops->atype == ND_TYPE_F32) continue; /* X is already in the activation format */
+        int q = 0; /* an earlier part converting X the same way */
+        for (; q < p; q++) {
+            const mm_args *b = &j.a[q];
+            if (b->ops->atype == ops->atype && b->ops->quantize == ops->quantize &&
+                (b->p_row != b->a_row) == prep && (!prep || b->ops->act_prep == ops->act_prep))
+                break;
+        }
+        if (q < p) {
+            off_a[p] = off_a[q], off_p[p] = off_p[q];
+            continue;
+        }
+        a->quant = true;
+        off_a[p] = bytes;
+        bytes += ((size_t)M * a->a_row + 63) & ~(size_t)63;
+        off_p[p] = prep ? bytes : off_a[p];
+        if (prep) bytes += ((size_t)M * a->p_row + 63) & ~(size_t)63;
+    }
+    if (bytes && scratch_reserve(env->scratch, bytes))
+        return nd_seterr(err, ND_ENOMEM, "out of memory for %lld activation rows", (long long)M);
+    bool any_quant = false;
+    for (int p = 0; p < n; p++) {
+        mm_args *a = &j.a[p];
+        if (a->ops->atype == ND_TYPE_F32) {
+            a->A = a->P = (const uint8_t *)X;
+            continue;
+        }
+        a->A = (const uint8_t *)env->scratch->data + off_a[p];
+        a->P = (const uint8_t *)env->scratch->data + off_p[p];
+        any_quant |= a->quant;
+    }
+    if (any_quant) {
         if (M >= 4 && nth > 1)
             nd_pool_run(env->pool, mm_quantize_worker, &j);
         else
             mm_quantize_worker(&j, 0, 1);
-        if (atomic_load(&j.status))
+        if (atomic_load(&j.status)) {
+            const k_ops *ops = j.a[0].ops;
             return nd_seterr(err, atomic_load(&j.status), "cannot quantize activations to %s",
                              nd_type_info(ops->atype)->name);
+        }
     }
-    /* Work items: about 8 per thread (balances uneven cores); batches longer than one
-     * token block cap an item at a block of rows whose weights stay in L2 while all token
-     * blocks pass over them (shorter ones keep each 4-row group in L1 for all tokens). */
-    int64_t items = (int64_t)nth * 8;
-    a->chunk = (N + items - 1) / items;
-    if (M > MM_TOKEN_BLOCK && a->chunk > 16) a->chunk = 16;
-    if (ops->vec_dot4) a->chunk = (a->chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
-    if (a->chunk < 1) a->chunk = 1;
-    if (nth == 1 || N * M < 64) {
-        mm_rows(a, 0, N);
+    /* Work items: about 8 per thread and part (balances uneven cores); batches longer than
+     * one token block cap an item at a block of rows whose weights stay in L2 while all
+     * token blocks pass over them (shorter ones keep each 4-row group in L1 for all tokens). */
+    int64_t work = 0;
+    j.first[0] = 0;
+    for (int p = 0; p < n; p++) {
+        mm_args *a = &j.a[p];
+        const int64_t items = (int64_t)nth * 8;
+        a->chunk = (a->N + items - 1) / items;
+        if (M > MM_TOKEN_BLOCK && a->chunk > 16) a->chunk = 16;
+        if (a->ops->vec_dot4) a->chunk = (a->chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
+        if (a->chunk < 1) a->chunk = 1;
+        j.first[p + 1] = j.first[p] + (a->N > 0 ? (a->N + a->chunk - 1) / a->chunk : 0);
+        work += a->N * M;
+    }
+    if (nth == 1 || work < 64) {
+        for (int p = 0; p < n; p++)
+            if (j.a[p].N > 0) mm_rows(&j.a[p], 0, j.a[p].N);
         return 0;
     }
-    /* lanes: nth contiguous ranges of whole chunks */
+    /* lanes: nth contiguous ranges of the chunks of all parts */
     j.n_lanes = nth < MM_LANES ? nth : MM_LANES;
-    const int64_t n_chunks = (N + a->chunk - 1) / a->chunk;
+    const int64_t n_chunks = j.first[n];
     for (int l = 0; l < j.n_lanes; l++) {
-        int64_t c0 = n_chunks * l / j.n_lanes, c1 = n_chunks * (l + 1) / j.n_lanes;
-        atomic_init(&j.lane[l].next, c0 * a->chunk);
-        j.lane[l].end = c1 * a->chunk < N ? c1 * a->chunk : N;
+        atomic_init(&j.lane[l].next, n_chunks * l / j.n_lanes);
+        j.lane[l].end = n_chunks * (l + 1) / j.n_lanes;
     }
     nd_pool_run(env->pool, mm_dot_worker, &j);
     return 0;
+}
+
+int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
+             const float *X, int64_t M, float *Y, nd_err *err) {
+    const k_mat m = {wtype, W, N, Y};
+    return k_matmul_n(env, &m, 1, K, X, M, err);
+}
+
+int k_matmul_n(const k_env *env, const k_mat *mats, int n, int64_t K, const float *X, int64_t M,
+               nd_err *err) {
+    if (n < 1 || n > K_MATMUL_PARTS)
+        return nd_seterr(err, ND_EINVAL, "k_matmul_n: %d products (1..%d)", n, K_MATMUL_PARTS);
+    for (int p = 0; p < n; p++) {
+        int rc = k_check(env->kern, mats[p].wtype, K, err);
+        if (rc) return rc;
+    }
+    if (M <= 0) return 0;
+    /* Long prefills: blocked tiles, one product at a time (compute-bound: nothing to share).
+     * Everything shorter than K_GEMM_MIN_TOKENS — decode, speculative verification (draft +
+     * 1 tokens), a decode step over several server slots — runs the per-row dots, so a
+     * token's logits do not depend on what else is in the batch: speculative greedy
+     * decoding then reproduces plain decoding token for token (the tiles sum the same
+     * exact integer block products in another float order). */
+    if (M >= K_GEMM_MIN_TOKENS) {
+        int done = 0;
+        for (int p = 0; p < n; p++) {
+            const k_mat *w = &mats[p];
+            if (w->N <= 0 || !env->kern->gemm[w->wtype] || q_row_size(w->wtype, K) > K_GEMM_MAX_ROW) continue;
+            int rc = k_gemm_matmul(env, w->wtype, w->W, K, w->N, X, M, w->Y, err);
+            if (rc) return rc;
+            done |= 1 << p;
+        }
+        if (done == (1 << n) - 1) return 0;
+        k_mat rest[K_MATMUL_PARTS];
+        int nr = 0;
+        for (int p = 0; p < n; p++)
+            if (!(done & (1 << p))) rest[nr++] = mats[p];
+        return mm_run(env, rest, nr, K, X, M, err);
+    }
+    return mm_run(env, mats, n, K, X, M, err);
 }

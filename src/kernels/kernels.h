@@ -102,6 +102,22 @@ typedef struct k_env {
 int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
              const float *X, int64_t M, float *Y, nd_err *err);
 
+/* Several products with the same activations X[M][K] (decode: Q, K and V; gate and up):
+ * Y_i[M][N_i] = X · W_i^T. X is converted once per distinct activation format and all
+ * parts' rows go to the pool as one job — one wake-up and one join instead of one per
+ * product, which at decode size (a 128-row K or V matrix is ~2 µs of streaming) costs as
+ * much as the product. Each output is bit-identical to k_matmul on that part alone.
+ * Errors as k_matmul; n outside 1..K_MATMUL_PARTS is ND_EINVAL. */
+#define K_MATMUL_PARTS 4
+typedef struct k_mat {
+    uint32_t wtype;
+    const void *W; /* N rows of K elements of wtype */
+    int64_t N;
+    float *Y;      /* [M][N] */
+} k_mat;
+int k_matmul_n(const k_env *env, const k_mat *mats, int n, int64_t K, const float *X, int64_t M,
+               nd_err *err);
+
 /* One dot product with the selected kernel (used by attention over the KV cache, whose
  * rows are F16 or F32 and whose "activation" q is converted once by the caller). */
 static inline float k_dot(const k_kernels *k, uint32_t wtype, const void *w, const void *a,

@@ -378,6 +378,19 @@ static void attention(model_ctx *c, int64_t il, int64_t B) {
         if (rc_) return nd_preerr(err, "%s: ", (W).name);                                \
     } while (0)
 
+/* Several weights applied to the same rows X (same k): one k_matmul_n (one activation
+ * pass, one pool run); outputs bit-identical to a MATMUL each. */
+static int matmul_shared(model_ctx *c, const model_mat *const *W, float *const *Y, int n, const float *X,
+                         int64_t M, nd_err *err) {
+    k_mat mats[K_MATMUL_PARTS];
+    for (int i = 0; i < n; i++) {
+        if (c->on_matmul) c->on_matmul(c->on_matmul_user, W[i]->name, X, M, W[i]->k);
+        mats[i] = (k_mat){W[i]->type, W[i]->data, W[i]->n, Y[i]};
+    }
+    int rc = k_matmul_n(&c->env, mats, n, W[0]->k, X, M, err);
+    return rc ? nd_preerr(err, "%s (with %d more): ", W[0]->name, n - 1) : 0;
+}
+
 static void embed(model_ctx *c, const int32_t *tokens, int64_t B) {
     const model_mat *te = &c->m->tok_embd;
     size_t row = q_row_size(te->type, te->k);
@@ -402,9 +415,10 @@ static int attn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
             memcpy(c->v + t * nv, r + nq + nk, (size_t)nv * 4);
         }
     } else {
-        MATMUL(L->wq, c->xn, B, c->q);
-        MATMUL(L->wk, c->xn, B, c->k);
-        MATMUL(L->wv, c->xn, B, c->v);
+        const model_mat *W[3] = {&L->wq, &L->wk, &L->wv};
+        float *const Y[3] = {c->q, c->k, c->v};
+        int rc = matmul_shared(c, W, Y, 3, c->xn, B, err);
+        if (rc) return rc;
     }
     add_bias(c->q, L->bq, B, nq);
     add_bias(c->k, L->bk, B, nk);
@@ -437,8 +451,10 @@ static int ffn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
             for (int64_t i = 0; i < F; i++)
                 c->up[t * F + i] = silu(c->gate[t * 2 * F + i]) * c->gate[t * 2 * F + F + i];
     } else {
-        MATMUL(L->w_gate, c->xn, B, c->gate);
-        MATMUL(L->w_up, c->xn, B, c->up);
+        const model_mat *W[2] = {&L->w_gate, &L->w_up};
+        float *const Y[2] = {c->gate, c->up};
+        int rc = matmul_shared(c, W, Y, 2, c->xn, B, err);
+        if (rc) return rc;
         for (int64_t i = 0; i < B * F; i++) c->up[i] = silu(c->gate[i]) * c->up[i];
     }
     MATMUL(L->w_down, c->up, B, c->o);
