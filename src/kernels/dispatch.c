@@ -408,20 +408,18 @@ int k_matmul_n(const k_env *env, const k_mat *mats, int n, int64_t K, const floa
      * decoding then reproduces plain decoding token for token (the tiles sum the same
      * exact integer block products in another float order). */
     if (M >= K_GEMM_MIN_TOKENS) {
-        int done = 0;
+        k_mat rest[K_MATMUL_PARTS]; /* the parts without tiles */
+        int nr = 0;
         for (int p = 0; p < n; p++) {
             const k_mat *w = &mats[p];
-            if (w->N <= 0 || !env->kern->gemm[w->wtype] || q_row_size(w->wtype, K) > K_GEMM_MAX_ROW) continue;
+            if (w->N <= 0 || !env->kern->gemm[w->wtype] || q_row_size(w->wtype, K) > K_GEMM_MAX_ROW) {
+                rest[nr++] = *w;
+                continue;
+            }
             int rc = k_gemm_matmul(env, w->wtype, w->W, K, w->N, X, M, w->Y, err);
             if (rc) return rc;
-            done |= 1 << p;
         }
-        if (done == (1 << n) - 1) return 0;
-        k_mat rest[K_MATMUL_PARTS];
-        int nr = 0;
-        for (int p = 0; p < n; p++)
-            if (!(done & (1 << p))) rest[nr++] = mats[p];
-        return mm_run(env, rest, nr, K, X, M, err);
+        return nr ? mm_run(env, rest, nr, K, X, M, err) : 0;
     }
     return mm_run(env, mats, n, K, X, M, err);
 }

@@ -83,7 +83,7 @@ static int file_sha256(const char *path, char hex[65]) {
     uint8_t d[32];
     nd_sha256_init(&s);
     if (!(f = fopen(real, "rb"))) return -1;
-    static uint8_t chunk[1 << 16];
+    uint8_t chunk[1 << 16];
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) nd_sha256_update(&s, chunk, n);
     const int bad = ferror(f);
