@@ -760,6 +760,126 @@ static void test_matmul_best(void) {
     free(X), free(W), free(Y0), free(Y1), free(Wq);
 }
 
+/* ------------------------------------------------- element-wise, attention */
+
+/* The ISA tables whose k_vec_ops are not the scalar reference (this CPU's). */
+static int vec_tables(k_kernels *out, int max) {
+    const k_isa isas[] = {K_ISA_AVX2, K_ISA_AVX512, K_ISA_NEON, K_ISA_NEON_DOTPROD};
+    int n = 0;
+    for (size_t j = 0; j < sizeof isas / sizeof isas[0] && n < max; j++) {
+        if (!cpu_has(isas[j])) continue;
+        k_select(&out[n], isas[j]);
+        if (strcmp(out[n].vec.name, "scalar") != 0) n++;
+    }
+    return n;
+}
+
+/* silu_mul against the reference: random inputs over the range where exp matters, the
+ * overflow / underflow edges, signed zeros and ragged lengths (vector tails). */
+static void test_vec_silu(void) {
+    k_kernels tabs[4];
+    const int nt = vec_tables(tabs, 4);
+    if (!nt) T_SKIP("no ISA element-wise kernels on this CPU");
+    static const float edges[] = {0.0f, -0.0f, 1e-30f, -1e-30f, 1.0f, -1.0f, 20.0f, -20.0f, 87.0f,
+                                  -87.0f, 87.4f, -87.4f, 88.5f, -88.5f, 88.72f, -88.72f, 88.8f, -88.8f,
+                                  100.0f, -100.0f, 1e4f, -1e4f, 3e38f, -3e38f};
+    const int64_t lens[] = {1, 7, 8, 15, 16, 17, 31, 100, 4864};
+    const int64_t nmax = 4864;
+    float *g = malloc(sizeof(float) * nmax), *u = malloc(sizeof(float) * nmax);
+    float *r = malloc(sizeof(float) * nmax), *y = malloc(sizeof(float) * nmax);
+    unsigned long long sd = 11;
+    for (int k = 0; k < nt; k++) {
+        double worst = 0;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const int64_t n = lens[li];
+            for (int64_t i = 0; i < n; i++) {
+                g[i] = (i % 3 == 0) ? edges[(size_t)(i / 3 + li) % (sizeof edges / sizeof edges[0])]
+                                    : 20.0f * t_rand_f(&sd);
+                u[i] = 2.0f * t_rand_f(&sd);
+            }
+            k_ref_silu_mul(g, u, r, n);
+            tabs[k].vec.silu_mul(g, u, y, n);
+            for (int64_t i = 0; i < n; i++) {
+                const double d = y[i] == r[i] ? 0 : fabs((double)y[i] - r[i]), tol = 2e-6 * fabs((double)r[i]) + 1e-30;
+                if (d > worst) worst = d;
+                T_CHECKF(d <= tol, "%s silu_mul n=%lld i=%lld: g %g u %g -> %.9g, reference %.9g",
+                         tabs[k].vec.name, (long long)n, (long long)i, g[i], u[i], y[i], r[i]);
+            }
+            /* in place (out == u) gives the same */
+            memcpy(r, u, sizeof(float) * (size_t)n);
+            tabs[k].vec.silu_mul(g, r, r, n);
+            T_CHECK(memcmp(r, y, sizeof(float) * (size_t)n) == 0);
+        }
+        printf("  %-7s silu_mul: worst |diff| %.2e\n", tabs[k].vec.name, worst);
+    }
+    free(g), free(u), free(r), free(y);
+}
+
+/* attend against the reference on both cache types: head sizes with and without vector
+ * tails, padded row strides (K rows of several heads, V rows of the whole context),
+ * 1..300 positions, flat and peaked softmaxes. Tolerances: F32, float sums; F16, also the
+ * probabilities' rounding to f16, where a float-vs-double difference can flip one ulp. */
+static void test_vec_attend(void) {
+    k_kernels tabs[4];
+    const int nt = vec_tables(tabs, 4);
+    if (!nt) T_SKIP("no ISA attention kernels on this CPU");
+    const int64_t hds[][2] = {{64, 64}, {128, 128}, {80, 80}, {96, 64}, {40, 40}, {17, 23}};
+    const int64_t ns[] = {1, 2, 3, 15, 16, 17, 64, 300};
+    const float scales[] = {0.125f, 4.0f};
+    const int64_t nmax = 300, hmax = 128, pad = 9;
+    float *q = malloc(sizeof(float) * hmax), *s0 = malloc(sizeof(float) * nmax), *s1 = malloc(sizeof(float) * nmax);
+    float *o0 = malloc(sizeof(float) * hmax), *o1 = malloc(sizeof(float) * hmax);
+    uint8_t *K = malloc((size_t)nmax * (hmax + pad) * 4), *V = malloc((size_t)hmax * (nmax + pad) * 4);
+    unsigned long long sd = 12;
+    for (int k = 0; k < nt; k++) {
+        const k_vec_ops *v = &tabs[k].vec;
+        for (int f16 = 0; f16 < 2; f16++) {
+            const size_t elt = f16 ? 2 : 4;
+            const k_attend_fn ref = f16 ? k_ref_attend_f16 : k_ref_attend_f32, fn = f16 ? v->attend_f16 : v->attend_f32;
+            double worst = 0;
+            for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+                for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                    for (size_t si = 0; si < 2; si++) {
+                        const int64_t hdk = hds[hi][0], hdv = hds[hi][1], n = ns[ni];
+                        const size_t ks = (size_t)(hdk + pad) * elt, vs = (size_t)(n + pad) * elt;
+                        for (int64_t i = 0; i < hdk; i++) q[i] = t_rand_f(&sd);
+                        for (int64_t i = 0; i < n * (hdk + pad); i++) {
+                            const float x = t_rand_f(&sd);
+                            if (f16) ((uint16_t *)K)[i] = nd_fp32_to_fp16(x);
+                            else ((float *)K)[i] = x;
+                        }
+                        double vmax = 0;
+                        for (int64_t i = 0; i < hdv * (n + pad); i++) {
+                            const float x = 3.0f * t_rand_f(&sd);
+                            if (f16) ((uint16_t *)V)[i] = nd_fp32_to_fp16(x);
+                            else ((float *)V)[i] = x;
+                            vmax = fabs(x) > vmax ? fabs(x) : vmax;
+                        }
+                        ref(q, K, ks, V, vs, n, hdk, hdv, scales[si], s0, o0);
+                        fn(q, K, ks, V, vs, n, hdk, hdv, scales[si], s1, o1);
+                        const double tol = (f16 ? 1e-3 : 2e-5) * vmax;
+                        for (int64_t d = 0; d < hdv; d++) {
+                            const double df = fabs((double)o1[d] - o0[d]);
+                            if (df / vmax > worst) worst = df / vmax;
+                            T_CHECKF(df <= tol, "%s attend %s hd %lld/%lld n %lld scale %g: out[%lld] %.7g, reference %.7g",
+                                     v->name, f16 ? "f16" : "f32", (long long)hdk, (long long)hdv, (long long)n,
+                                     scales[si], (long long)d, o1[d], o0[d]);
+                        }
+                        for (int64_t i = 0; i < n; i++) /* the probabilities left in s */
+                            T_CHECKF(fabs((double)s1[i] - s0[i]) <= 1e-3 * s0[i] + 1e-6,
+                                     "%s attend %s n %lld: p[%lld] %.7g, reference %.7g", v->name,
+                                     f16 ? "f16" : "f32", (long long)n, (long long)i, s1[i], s0[i]);
+                        if (n == 1) /* one position: its V column, exactly */
+                            for (int64_t d = 0; d < hdv; d++)
+                                T_CHECK(o1[d] == (f16 ? nd_fp16_to_fp32(((uint16_t *)V)[(size_t)d * (n + pad)])
+                                                      : ((float *)V)[(size_t)d * (n + pad)]));
+                    }
+            printf("  %-7s attend %s: worst |diff| / max|V| %.2e\n", v->name, f16 ? "f16" : "f32", worst);
+        }
+    }
+    free(q), free(s0), free(s1), free(o0), free(o1), free(K), free(V);
+}
+
 int main(void) {
     T_RUN(test_scalar_table);
     T_RUN(test_act_rules);
@@ -783,5 +903,7 @@ int main(void) {
     T_RUN(test_dot4);
     T_RUN(test_dot4n);
     T_RUN(test_matmul_best);
+    T_RUN(test_vec_silu);
+    T_RUN(test_vec_attend);
     return t_done();
 }

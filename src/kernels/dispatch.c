@@ -46,6 +46,7 @@ static void set_scalar(k_kernels *k) {
     E(F32); E(F16); E(BF16); E(Q4_0); E(Q4_1); E(Q5_0); E(Q5_1); E(Q8_0);
     E(Q2_K); E(Q3_K); E(Q4_K); E(Q5_K); E(Q6_K);
 #undef E
+    k->vec = (k_vec_ops){"scalar", k_ref_silu_mul, k_ref_attend_f32, k_ref_attend_f16};
 }
 
 const char *k_isa_name(k_isa isa) {

@@ -53,6 +53,36 @@ typedef struct k_ops {
     k_act_prep_fn act_prep;  /* optional (NULL): the activation layout of vec_dot4 / vec_dot4n */
 } k_ops;
 
+/* Element-wise and attention kernels (the non-matmul work of a layer; at decode it runs on
+ * one thread between the matmuls, so its speed is decode speed). Scalar references in
+ * kernels/vec.c; ISA versions agree with them to a stated tolerance (tests/test_kernels.c),
+ * not bit for bit: exp is a polynomial there.
+ *
+ * silu_mul: out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]; out may be u.
+ * attend: one query head against n >= 1 cached positions,
+ *     s[i]   = scale * sum_d c(q[d]) * K_i[d]          d < hdk, K_i at K + i*ks bytes
+ *     p[i]   = c(softmax(s)[i])                           (s is the caller's n floats)
+ *     out[d] = sum_i p[i] * Vt_d[i]                      d < hdv, Vt_d at V + d*vs bytes
+ *   K and V elements in the cache type the entry is for (F32 or F16), c() rounds to that
+ *   type (llama.cpp's arithmetic); the V cache is stored transposed (a row per dimension,
+ *   positions contiguous). */
+typedef void (*k_silu_mul_fn)(const float *g, const float *u, float *out, int64_t n);
+typedef void (*k_attend_fn)(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
+                            int64_t hdk, int64_t hdv, float scale, float *s, float *out);
+typedef struct k_vec_ops {
+    const char *name;        /* implementation */
+    k_silu_mul_fn silu_mul;
+    k_attend_fn attend_f32;  /* F32 KV cache */
+    k_attend_fn attend_f16;  /* F16 KV cache */
+} k_vec_ops;
+
+/* the scalar references */
+void k_ref_silu_mul(const float *g, const float *u, float *out, int64_t n);
+void k_ref_attend_f32(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
+                      int64_t hdk, int64_t hdv, float scale, float *s, float *out);
+void k_ref_attend_f16(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
+                      int64_t hdk, int64_t hdv, float scale, float *s, float *out);
+
 typedef enum k_isa {
     K_ISA_SCALAR = 0,
     K_ISA_AVX2 = 1,
@@ -69,6 +99,7 @@ typedef struct k_kernels {
     /* blocked matmul for M > 1 by weight type (gemm helper, kernels/gemm.h); NULL = the
      * vec_dot per (row, token) path. Uses ops[t].quantize and ops[t].atype. */
     const k_gemm_ops *gemm[ND_TYPE_COUNT];
+    k_vec_ops vec;
 } k_kernels;
 
 /* Fill k with the scalar entries, then with the best ISA <= want the CPU supports. */

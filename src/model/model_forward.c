@@ -49,8 +49,7 @@ struct model_ctx {
     float *gate;            /* [B][n_ff] (fused gate+up: [B][2 * n_ff]) */
     float *up;              /* [B][n_ff] */
     float *rope_cs;         /* [B][n_rot / 2][2] cos, sin per position and pair */
-    uint8_t *att_tmp;       /* per thread: q row, scores[n_ctx], probs[n_ctx] */
-    size_t att_tmp_stride;  /* bytes per thread */
+    float *att_tmp;         /* per thread: scores[n_ctx] */
     void (*on_matmul)(void *user, const char *weight, const float *X, int64_t M, int64_t K);
     void *on_matmul_user;
 };
@@ -184,8 +183,7 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
     c->rope_cs = alloc_f(B, hp->n_rot > 0 ? hp->n_rot : 2, &fail);
     if (m->layers[0].wqkv.data) c->qkv = alloc_f(B, nq + nk + nv, &fail);
     int nth = nd_pool_size(c->pool);
-    c->att_tmp_stride = ((size_t)hp->head_dim_k * 4 + (size_t)n_ctx * 8 + 63) & ~(size_t)63;
-    c->att_tmp = nd_malloc(c->att_tmp_stride * (size_t)nth);
+    c->att_tmp = nd_malloc((size_t)n_ctx * sizeof(float) * (size_t)nth);
     if (fail || !c->att_tmp) {
         nd_seterr(err, ND_ENOMEM, "out of memory for activation buffers (batch %lld)",
                   (long long)B);
@@ -217,8 +215,6 @@ static void add_bias(float *y, const float *b, int64_t rows, int64_t n) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < n; i++) y[r * n + i] += b[i];
 }
-
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* ---------------------------------------------------------------- RoPE */
 
@@ -308,52 +304,31 @@ static void kv_store(model_ctx *c, int64_t il, int64_t B) {
 }
 
 /* One (token, head): softmax(q · K^T * scale) · V over the visible positions. */
-static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, uint8_t *tmp) {
+static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, float *s) {
     const model_hparams *hp = &c->m->hp;
     const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v;
     const int64_t nk = hp->n_head_kv * hdk;
     const int64_t kvh = h / (hp->n_head / hp->n_head_kv);
     const int64_t pos = c->t_pos[t];
     const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
-    const int64_t n = pos + 1 - j0;
-    const k_ops *ops = &c->kern.ops[c->kv_type];
-    uint8_t *qa = tmp;                                        /* q in the cache's type */
-    float *s = (float *)(tmp + ((size_t)hdk * 4 + 63) / 64 * 64); /* [n_ctx] scores */
-    uint8_t *pa = (uint8_t *)(s + c->n_ctx);                  /* [n_ctx] probs, cache type */
-
-    ops->quantize(c->q + (t * hp->n_head + h) * hdk, qa, hdk);
-    const uint8_t *kc = k_rows(c, c->t_seq[t], j->il) + (size_t)kvh * (size_t)hdk * c->kv_elt;
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++) {
-        s[i] = ops->vec_dot(kc + (size_t)(j0 + i) * (size_t)nk * c->kv_elt, qa, hdk) *
-               j->kq_scale;
-        if (s[i] > mx) mx = s[i];
-    }
-    double sum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        s[i] = expf(s[i] - mx);
-        sum += (double)s[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < n; i++) s[i] *= inv;
-    ops->quantize(s, pa, n);
+    const uint8_t *kc = k_rows(c, c->t_seq[t], j->il) + ((size_t)j0 * (size_t)nk + (size_t)kvh * (size_t)hdk) * c->kv_elt;
     const uint8_t *vc = v_rows(c, c->t_seq[t], j->il) +
                         ((size_t)kvh * (size_t)hdv * (size_t)c->n_ctx + (size_t)j0) * c->kv_elt;
-    float *out = c->att + (t * hp->n_head + h) * hdv;
-    for (int64_t d = 0; d < hdv; d++)
-        out[d] = ops->vec_dot(vc + (size_t)d * (size_t)c->n_ctx * c->kv_elt, pa, n);
+    const k_attend_fn attend = c->kv_type == ND_TYPE_F16 ? c->kern.vec.attend_f16 : c->kern.vec.attend_f32;
+    attend(c->q + (t * hp->n_head + h) * hdk, kc, (size_t)nk * c->kv_elt, vc, (size_t)c->n_ctx * c->kv_elt,
+           pos + 1 - j0, hdk, hdv, j->kq_scale, s, c->att + (t * hp->n_head + h) * hdv);
 }
 
 static void att_worker(void *arg, int ith, int nth) {
     att_job *j = arg;
     model_ctx *c = j->c;
     const int64_t nh = c->m->hp.n_head, total = j->B * nh;
-    uint8_t *tmp = c->att_tmp + (size_t)ith * c->att_tmp_stride;
+    float *s = c->att_tmp + (size_t)ith * (size_t)c->n_ctx;
     (void)nth;
     for (;;) {
         int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (i >= total) break;
-        att_head(c, j, i / nh, i % nh, tmp);
+        att_head(c, j, i / nh, i % nh, s);
     }
 }
 
@@ -448,14 +423,13 @@ static int ffn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
     if (!L->w_gate.data) { /* fused: each output row is gate | up */
         MATMUL(L->w_up, c->xn, B, c->gate);
         for (int64_t t = 0; t < B; t++)
-            for (int64_t i = 0; i < F; i++)
-                c->up[t * F + i] = silu(c->gate[t * 2 * F + i]) * c->gate[t * 2 * F + F + i];
+            c->kern.vec.silu_mul(c->gate + t * 2 * F, c->gate + t * 2 * F + F, c->up + t * F, F);
     } else {
         const model_mat *W[2] = {&L->w_gate, &L->w_up};
         float *const Y[2] = {c->gate, c->up};
         int rc = matmul_shared(c, W, Y, 2, c->xn, B, err);
         if (rc) return rc;
-        for (int64_t i = 0; i < B * F; i++) c->up[i] = silu(c->gate[i]) * c->up[i];
+        c->kern.vec.silu_mul(c->gate, c->up, c->up, B * F);
     }
     MATMUL(L->w_down, c->up, B, c->o);
     for (int64_t i = 0; i < B * E; i++) c->x[i] += c->o[i];

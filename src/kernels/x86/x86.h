@@ -53,6 +53,19 @@ K_X86_DOTS(avx2)
 K_X86_DOTS(avx512)
 #undef K_X86_DOTS
 
+/* element-wise and attention kernels (k_vec_ops) */
+#define K_X86_VEC(ISA)                                                                   \
+    void k_##ISA##_silu_mul(const float *g, const float *u, float *out, int64_t n);      \
+    void k_##ISA##_attend_f32(const float *q, const void *K, size_t ks, const void *V,    \
+                              size_t vs, int64_t n, int64_t hdk, int64_t hdv, float scale, \
+                              float *s, float *out);                                     \
+    void k_##ISA##_attend_f16(const float *q, const void *K, size_t ks, const void *V,    \
+                              size_t vs, int64_t n, int64_t hdk, int64_t hdv, float scale, \
+                              float *s, float *out);
+K_X86_VEC(avx2)
+K_X86_VEC(avx512)
+#undef K_X86_VEC
+
 /* Decode kernels (AVX-512 BW/VL + VNNI, 512-bit vectors; Q4_0, Q8_0, Q6_K): the *_r
  * single-row dots are the installed vec_dot (Q6_K: k_avx2_dot_q6_K); dot4 computes four
  * rows (row i at w + i*stride) into out[4], each bit-identical to the single-row entry. */

@@ -480,6 +480,7 @@ float k_avx2_dot_q2_K(const void *w, const void *a, int64_t n) {
 /* ================================================================ install */
 
 void k_install_avx2(k_kernels *k) {
+    k->vec = (k_vec_ops){"avx2", k_avx2_silu_mul, k_avx2_attend_f32, k_avx2_attend_f16};
 #define E(T, A, DOT, Q)                                                                  \
     do {                                                                                 \
         k_ops *o_ = &k->ops[ND_TYPE_##T];                                                \

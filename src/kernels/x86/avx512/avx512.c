@@ -1294,6 +1294,7 @@ void k_avx512_dot4n_q6_K(const void *w, size_t stride, const void *a, size_t as,
  * AVX-512 versions are kept, tested and benched (k_avx512_dot_*) for CPUs with full-width
  * units and for the prefill work. */
 void k_install_avx512(k_kernels *k) {
+    k->vec = (k_vec_ops){"avx512", k_avx512_silu_mul, k_avx512_attend_f32, k_avx512_attend_f16};
 #define E(T, DOT)                                                                        \
     do {                                                                                 \
         k->ops[ND_TYPE_##T].name = "avx512";                                             \
