@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/nd.h"
 
@@ -30,6 +31,28 @@ void *nd_calloc(size_t count, size_t size) {
     if (should_fail()) return NULL;
     if (!count || !size) count = size = 1;
     return calloc(count, size);
+}
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *nd_huge_alloc(size_t n, size_t *size) {
+    if (should_fail() || n > SIZE_MAX - 2 * HUGE_PAGE) return NULL;
+    const size_t sz = (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    /* over-allocate by one huge page and trim, so the buffer starts on a 2 MiB boundary */
+    uint8_t *raw = mmap(NULL, sz + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    uint8_t *base = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (base > raw) munmap(raw, (size_t)(base - raw));
+    if (base + sz < raw + sz + HUGE_PAGE) munmap(base + sz, (size_t)(raw + sz + HUGE_PAGE - (base + sz)));
+#ifdef MADV_HUGEPAGE
+    madvise(base, sz, MADV_HUGEPAGE); /* advice only: without THP it is an ordinary mapping */
+#endif
+    *size = sz;
+    return base;
+}
+
+void nd_huge_free(void *p, size_t size) {
+    if (p) munmap(p, size);
 }
 
 void *nd_realloc(void *p, size_t n) {

@@ -71,6 +71,12 @@ char *nd_strndup(const char *s, size_t n);
 char *nd_strdup(const char *s);
 void nd_free(void *p);
 void nd_alloc_fail_after(long n);
+/* Large buffers the hot loops stream through (weights, KV cache): zeroed, starting on a
+ * 2 MiB boundary and advised into transparent huge pages, so a pass over them costs one
+ * TLB entry per 2 MiB instead of per 4 KiB. *size gets the mapped bytes, for
+ * nd_huge_free. NULL on failure (or under fault injection). */
+void *nd_huge_alloc(size_t n, size_t *size);
+void nd_huge_free(void *p, size_t size); /* NULL is safe */
 long nd_alloc_count(void); /* allocations attempted on this thread (for fault loops) */
 
 /* Growable byte buffer (used for text building, writers). */

@@ -31,6 +31,7 @@ struct model_ctx {
     uint8_t *k_cache;       /* [n_seq][n_layer][n_ctx][n_head_kv * head_dim_k] */
     uint8_t *v_cache;       /* [n_seq][n_layer][n_head_kv * head_dim_v][n_ctx] */
     size_t k_seq_bytes, v_seq_bytes; /* bytes of one sequence's K / V cache */
+    size_t k_map, v_map;    /* mapped bytes (nd_huge_alloc) */
 
     /* the current chunk's tokens: sequence, position, whether its logits are wanted */
     int32_t *t_seq;         /* [B] */
@@ -83,8 +84,8 @@ void model_ctx_free(model_ctx *c) {
     if (!c) return;
     nd_pool_free(c->pool);
     k_scratch_free(&c->scratch);
-    nd_free(c->k_cache);
-    nd_free(c->v_cache);
+    nd_huge_free(c->k_cache, c->k_map);
+    nd_huge_free(c->v_cache, c->v_map);
     nd_free(c->seq_past);
     nd_free(c->t_seq);
     nd_free(c->t_pos);
@@ -158,8 +159,10 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
     int fail = 0;
     c->k_seq_bytes = (size_t)L * (size_t)n_ctx * (size_t)nk * c->kv_elt;
     c->v_seq_bytes = (size_t)L * (size_t)n_ctx * (size_t)nv * c->kv_elt;
-    c->k_cache = nd_malloc(c->k_seq_bytes * (size_t)c->n_seq);
-    c->v_cache = nd_malloc(c->v_seq_bytes * (size_t)c->n_seq);
+    /* huge pages: a V row per dimension at n_ctx stride puts every row of a head on its own
+     * 4 KiB page, a TLB miss per row at every attention step */
+    c->k_cache = nd_huge_alloc(c->k_seq_bytes * (size_t)c->n_seq, &c->k_map);
+    c->v_cache = nd_huge_alloc(c->v_seq_bytes * (size_t)c->n_seq, &c->v_map);
     c->seq_past = nd_calloc((size_t)c->n_seq, sizeof *c->seq_past);
     if (!c->k_cache || !c->v_cache || !c->seq_past) {
         nd_seterr(err, ND_ENOMEM, "out of memory for the KV cache (%d × %lld positions, %.1f MiB)",

@@ -399,7 +399,6 @@ static void rebase_f(const float **p, const uint8_t *lo, const uint8_t *hi, uint
     *p = v;
 }
 
-#define HUGE_PAGE ((size_t)2 << 20)
 #define COPY_CHUNK ((size_t)8 << 20)
 
 /* Copies the file's tensor data [lo, hi) into an anonymous, huge-page-advised mapping and
@@ -408,18 +407,11 @@ static void rebase_f(const float **p, const uint8_t *lo, const uint8_t *hi, uint
  * the page cache, and anything still reading the mapping faults them back in). */
 static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, nd_err *err) {
     const size_t n = (size_t)(hi - lo), lead = (uintptr_t)lo & 63; /* keep 64-byte phase */
-    const size_t size = (lead + n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-    /* over-allocate by one huge page and trim, so the copy starts on a 2 MiB boundary */
-    uint8_t *raw = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
+    size_t size;
+    uint8_t *base = nd_huge_alloc(lead + n, &size);
+    if (!base)
         return nd_seterr(err, ND_ENOMEM, "cannot allocate %zu MiB for the weights (use --weights "
-                         "mmap to run from the file mapping)", size >> 20);
-    uint8_t *base = (uint8_t *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
-    if (base > raw) munmap(raw, (size_t)(base - raw));
-    if (base + size < raw + size + HUGE_PAGE) munmap(base + size, (size_t)(raw + size + HUGE_PAGE - (base + size)));
-#ifdef MADV_HUGEPAGE
-    madvise(base, size, MADV_HUGEPAGE); /* advice only: without THP the copy still works */
-#endif
+                         "mmap to run from the file mapping)", (lead + n) >> 20);
     const bool drop = m->gguf->owns_map; /* never drop pages of a caller's buffer */
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uint8_t *dst = base + lead;
@@ -516,7 +508,7 @@ model_t *model_load_ex(const char *path, const model_load_params *p, nd_err *err
 void model_free(model_t *m) {
     if (!m) return;
     gguf_close(m->gguf);
-    if (m->wcopy) munmap(m->wcopy, m->wcopy_size);
+    nd_huge_free(m->wcopy, m->wcopy_size);
     nd_free(m->owned_freqs);
     nd_free(m->layers);
     nd_free(m);
