@@ -816,7 +816,7 @@ static void test_vec_silu(void) {
 }
 
 /* attend against the reference on both cache types: head sizes with and without vector
- * tails, padded row strides (K rows of several heads, V rows of the whole context),
+ * tails, padded row strides (K and V rows of several heads),
  * 1..300 positions, flat and peaked softmaxes. Tolerances: F32, float sums; F16, also the
  * probabilities' rounding to f16, where a float-vs-double difference can flip one ulp. */
 static void test_vec_attend(void) {
@@ -829,7 +829,7 @@ static void test_vec_attend(void) {
     const int64_t nmax = 300, hmax = 128, pad = 9;
     float *q = malloc(sizeof(float) * hmax), *s0 = malloc(sizeof(float) * nmax), *s1 = malloc(sizeof(float) * nmax);
     float *o0 = malloc(sizeof(float) * hmax), *o1 = malloc(sizeof(float) * hmax);
-    uint8_t *K = malloc((size_t)nmax * (hmax + pad) * 4), *V = malloc((size_t)hmax * (nmax + pad) * 4);
+    uint8_t *K = malloc((size_t)nmax * (hmax + pad) * 4), *V = malloc((size_t)nmax * (hmax + pad) * 4);
     unsigned long long sd = 12;
     for (int k = 0; k < nt; k++) {
         const k_vec_ops *v = &tabs[k].vec;
@@ -841,7 +841,7 @@ static void test_vec_attend(void) {
                 for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
                     for (size_t si = 0; si < 2; si++) {
                         const int64_t hdk = hds[hi][0], hdv = hds[hi][1], n = ns[ni];
-                        const size_t ks = (size_t)(hdk + pad) * elt, vs = (size_t)(n + pad) * elt;
+                        const size_t ks = (size_t)(hdk + pad) * elt, vs = (size_t)(hdv + pad) * elt;
                         for (int64_t i = 0; i < hdk; i++) q[i] = t_rand_f(&sd);
                         for (int64_t i = 0; i < n * (hdk + pad); i++) {
                             const float x = t_rand_f(&sd);
@@ -849,7 +849,7 @@ static void test_vec_attend(void) {
                             else ((float *)K)[i] = x;
                         }
                         double vmax = 0;
-                        for (int64_t i = 0; i < hdv * (n + pad); i++) {
+                        for (int64_t i = 0; i < n * (hdv + pad); i++) {
                             const float x = 3.0f * t_rand_f(&sd);
                             if (f16) ((uint16_t *)V)[i] = nd_fp32_to_fp16(x);
                             else ((float *)V)[i] = x;
@@ -871,8 +871,7 @@ static void test_vec_attend(void) {
                                      f16 ? "f16" : "f32", (long long)n, (long long)i, s1[i], s0[i]);
                         if (n == 1) /* one position: its V column, exactly */
                             for (int64_t d = 0; d < hdv; d++)
-                                T_CHECK(o1[d] == (f16 ? nd_fp16_to_fp32(((uint16_t *)V)[(size_t)d * (n + pad)])
-                                                      : ((float *)V)[(size_t)d * (n + pad)]));
+                                T_CHECK(o1[d] == (f16 ? nd_fp16_to_fp32(((uint16_t *)V)[d]) : ((float *)V)[d]));
                     }
             printf("  %-7s attend %s: worst |diff| / max|V| %.2e\n", v->name, f16 ? "f16" : "f32", worst);
         }

@@ -62,10 +62,9 @@ typedef struct k_ops {
  * attend: one query head against n >= 1 cached positions,
  *     s[i]   = scale * sum_d c(q[d]) * K_i[d]          d < hdk, K_i at K + i*ks bytes
  *     p[i]   = c(softmax(s)[i])                           (s is the caller's n floats)
- *     out[d] = sum_i p[i] * Vt_d[i]                      d < hdv, Vt_d at V + d*vs bytes
+ *     out[d] = sum_i p[i] * V_i[d]                       d < hdv, V_i at V + i*vs bytes
  *   K and V elements in the cache type the entry is for (F32 or F16), c() rounds to that
- *   type (llama.cpp's arithmetic); the V cache is stored transposed (a row per dimension,
- *   positions contiguous). */
+ *   type (llama.cpp's arithmetic). */
 typedef void (*k_silu_mul_fn)(const float *g, const float *u, float *out, int64_t n);
 typedef void (*k_attend_fn)(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
                             int64_t hdk, int64_t hdv, float scale, float *s, float *out);

@@ -46,7 +46,7 @@ static inline void attend_ref(float (*ld)(const uint8_t *, int64_t), float (*rnd
     for (int64_t i = 0; i < n; i++) s[i] = rnd(s[i] * inv);
     for (int64_t d = 0; d < hdv; d++) {
         double acc = 0;
-        for (int64_t i = 0; i < n; i++) acc += (double)s[i] * (double)ld(V + (size_t)d * vs, i);
+        for (int64_t i = 0; i < n; i++) acc += (double)s[i] * (double)ld(V + (size_t)i * vs, d);
         out[d] = (float)acc;
     }
 }

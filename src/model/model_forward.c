@@ -24,12 +24,12 @@ struct model_ctx {
     k_scratch scratch;      /* quantized activations for k_matmul */
     k_env env;
 
-    /* KV cache. K rows are positions; V is stored transposed (one row per channel) so
-     * that attention's probs · V is a dot product over contiguous positions. */
+    /* KV cache: a row per position for K and for V (attention streams both in position
+     * order; a transposed V, a row per channel, cost a TLB and a cache miss per channel). */
     uint32_t kv_type;       /* ND_TYPE_F16 or ND_TYPE_F32 */
     size_t kv_elt;          /* bytes per element */
     uint8_t *k_cache;       /* [n_seq][n_layer][n_ctx][n_head_kv * head_dim_k] */
-    uint8_t *v_cache;       /* [n_seq][n_layer][n_head_kv * head_dim_v][n_ctx] */
+    uint8_t *v_cache;       /* [n_seq][n_layer][n_ctx][n_head_kv * head_dim_v] */
     size_t k_seq_bytes, v_seq_bytes; /* bytes of one sequence's K / V cache */
     size_t k_map, v_map;    /* mapped bytes (nd_huge_alloc) */
 
@@ -283,7 +283,7 @@ static uint8_t *k_rows(const model_ctx *c, int32_t seq, int64_t il) {
 static uint8_t *v_rows(const model_ctx *c, int32_t seq, int64_t il) {
     const model_hparams *hp = &c->m->hp;
     return c->v_cache + c->v_seq_bytes * (size_t)seq +
-           (size_t)il * (size_t)(hp->n_head_kv * hp->head_dim_v) * (size_t)c->n_ctx * c->kv_elt;
+           (size_t)il * (size_t)c->n_ctx * (size_t)(hp->n_head_kv * hp->head_dim_v) * c->kv_elt;
 }
 
 static void kv_store(model_ctx *c, int64_t il, int64_t B) {
@@ -293,15 +293,13 @@ static void kv_store(model_ctx *c, int64_t il, int64_t B) {
         const float *k = c->k + t * nk, *v = c->v + t * nv;
         int64_t pos = c->t_pos[t];
         uint8_t *kc = k_rows(c, c->t_seq[t], il) + (size_t)pos * (size_t)nk * c->kv_elt;
-        uint8_t *vc = v_rows(c, c->t_seq[t], il);
-        if (c->kv_type == ND_TYPE_F16) {
-            uint16_t *kd = (uint16_t *)kc;
-            for (int64_t i = 0; i < nk; i++) kd[i] = nd_fp32_to_fp16(k[i]);
-            for (int64_t i = 0; i < nv; i++)
-                ((uint16_t *)vc)[i * c->n_ctx + pos] = nd_fp32_to_fp16(v[i]);
+        uint8_t *vc = v_rows(c, c->t_seq[t], il) + (size_t)pos * (size_t)nv * c->kv_elt;
+        if (c->kv_type == ND_TYPE_F16) { /* the F16 activation quantizer: round to nearest even */
+            c->kern.ops[ND_TYPE_F16].quantize(k, kc, nk);
+            c->kern.ops[ND_TYPE_F16].quantize(v, vc, nv);
         } else {
             memcpy(kc, k, (size_t)nk * 4);
-            for (int64_t i = 0; i < nv; i++) ((float *)vc)[i * c->n_ctx + pos] = v[i];
+            memcpy(vc, v, (size_t)nv * 4);
         }
     }
 }
@@ -310,15 +308,14 @@ static void kv_store(model_ctx *c, int64_t il, int64_t B) {
 static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, float *s) {
     const model_hparams *hp = &c->m->hp;
     const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v;
-    const int64_t nk = hp->n_head_kv * hdk;
+    const int64_t nk = hp->n_head_kv * hdk, nv = hp->n_head_kv * hdv;
     const int64_t kvh = h / (hp->n_head / hp->n_head_kv);
     const int64_t pos = c->t_pos[t];
     const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
     const uint8_t *kc = k_rows(c, c->t_seq[t], j->il) + ((size_t)j0 * (size_t)nk + (size_t)kvh * (size_t)hdk) * c->kv_elt;
-    const uint8_t *vc = v_rows(c, c->t_seq[t], j->il) +
-                        ((size_t)kvh * (size_t)hdv * (size_t)c->n_ctx + (size_t)j0) * c->kv_elt;
+    const uint8_t *vc = v_rows(c, c->t_seq[t], j->il) + ((size_t)j0 * (size_t)nv + (size_t)kvh * (size_t)hdv) * c->kv_elt;
     const k_attend_fn attend = c->kv_type == ND_TYPE_F16 ? c->kern.vec.attend_f16 : c->kern.vec.attend_f32;
-    attend(c->q + (t * hp->n_head + h) * hdk, kc, (size_t)nk * c->kv_elt, vc, (size_t)c->n_ctx * c->kv_elt,
+    attend(c->q + (t * hp->n_head + h) * hdk, kc, (size_t)nk * c->kv_elt, vc, (size_t)nv * c->kv_elt,
            pos + 1 - j0, hdk, hdv, j->kq_scale, s, c->att + (t * hp->n_head + h) * hdv);
 }
 

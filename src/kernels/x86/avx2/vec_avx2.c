@@ -84,6 +84,20 @@ VEC_INLINE float dot_row(const float *a, const uint8_t *row, int64_t n, int f16,
     return r;
 }
 
+/* out[d0 + 8c ..] = sum_i p[i] * V_i[d0 + 8c ..], c < nc (a constant after inlining) */
+VEC_INLINE void values(int f16, int nc, const float *p, const uint8_t *V, size_t vs, int64_t n, int64_t d0,
+                       float *out) {
+    __m256 acc[8];
+    for (int c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *v = V + (size_t)i * vs;
+        const __m256 pi = _mm256_set1_ps(p[i]);
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) acc[c] = _mm256_fmadd_ps(ld8(v, d0 + 8 * c, f16), pi, acc[c]);
+    }
+    for (int c = 0; c < nc; c++) _mm256_storeu_ps(out + d0 + 8 * c, acc[c]);
+}
+
 VEC_INLINE void attend(int f16, const float *q, const uint8_t *K, size_t ks, const uint8_t *V, size_t vs,
                        int64_t n, int64_t hdk, int64_t hdv, float scale, float *s, float *out) {
     float mx = -INFINITY;
@@ -106,7 +120,25 @@ VEC_INLINE void attend(int f16, const float *q, const uint8_t *K, size_t ks, con
     }
     const float inv = 1.0f / sum;
     for (i = 0; i < n; i++) s[i] = rnd1(s[i] * inv, f16); /* probabilities in the cache type */
-    for (int64_t d = 0; d < hdv; d++) out[d] = dot_row(s, V + (size_t)d * vs, n, f16, 0);
+    /* out += p[i] * V_i: 64 dimensions (8 accumulators) a pass over the positions, the
+     * last hdv % 8 one at a time */
+    int64_t d = 0;
+    for (; d + 64 <= hdv; d += 64) values(f16, 8, s, V, vs, n, d, out);
+    switch ((hdv - d) / 8) {
+    case 1: values(f16, 1, s, V, vs, n, d, out); break;
+    case 2: values(f16, 2, s, V, vs, n, d, out); break;
+    case 3: values(f16, 3, s, V, vs, n, d, out); break;
+    case 4: values(f16, 4, s, V, vs, n, d, out); break;
+    case 5: values(f16, 5, s, V, vs, n, d, out); break;
+    case 6: values(f16, 6, s, V, vs, n, d, out); break;
+    case 7: values(f16, 7, s, V, vs, n, d, out); break;
+    default: break;
+    }
+    for (d += (hdv - d) / 8 * 8; d < hdv; d++) {
+        float acc = 0;
+        for (i = 0; i < n; i++) acc += s[i] * ld1(V + (size_t)i * vs, d, f16);
+        out[d] = acc;
+    }
 }
 
 void k_avx2_attend_f32(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,

@@ -55,6 +55,22 @@ VEC_INLINE __m512 ld16(const uint8_t *row, int64_t i, __mmask16 m, int f16) {
     return _mm512_maskz_loadu_ps(m, row + 4 * i);
 }
 
+/* out[c*16 ..] = sum_i p[i] * V_i[c*16 ..] for nc chunks of 16 dimensions (the last one
+ * masked to left); nc a constant after inlining, so the accumulators stay in registers */
+VEC_INLINE void values(int f16, int nc, const float *p, const uint8_t *V, size_t vs, int64_t n, int64_t left,
+                       float *out) {
+    __m512 acc[8];
+    __mmask16 m[8];
+    for (int c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps(), m[c] = tail_mask(left - 16 * c);
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *v = V + (size_t)i * vs;
+        const __m512 pi = _mm512_set1_ps(p[i]);
+#pragma GCC unroll 8
+        for (int c = 0; c < nc; c++) acc[c] = _mm512_fmadd_ps(ld16(v, 16 * c, m[c], f16), pi, acc[c]);
+    }
+    for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(out + 16 * c, m[c], acc[c]);
+}
+
 VEC_INLINE void attend(int f16, const float *q, const uint8_t *K, size_t ks, const uint8_t *V, size_t vs,
                        int64_t n, int64_t hdk, int64_t hdv, float scale, float *s, float *out) {
     /* scores, two positions a step (two independent reduction chains) */
@@ -96,32 +112,19 @@ VEC_INLINE void attend(int f16, const float *q, const uint8_t *K, size_t ks, con
         const __mmask16 m = tail_mask(n - i);
         _mm512_mask_storeu_ps(s + i, m, rnd16(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + i), inv), f16));
     }
-    /* out[d] = p . Vt_d, four dimensions a pass over p */
-    int64_t d = 0;
-    for (; d + 4 <= hdv; d += 4) {
-        const uint8_t *v0 = V + (size_t)d * vs, *v1 = v0 + vs, *v2 = v1 + vs, *v3 = v2 + vs;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (i = 0; i < n; i += 16) {
-            const __mmask16 m = tail_mask(n - i);
-            const __m512 p = _mm512_maskz_loadu_ps(m, s + i);
-            a0 = _mm512_fmadd_ps(ld16(v0, i, m, f16), p, a0);
-            a1 = _mm512_fmadd_ps(ld16(v1, i, m, f16), p, a1);
-            a2 = _mm512_fmadd_ps(ld16(v2, i, m, f16), p, a2);
-            a3 = _mm512_fmadd_ps(ld16(v3, i, m, f16), p, a3);
+    /* out += p[i] * V_i, up to 128 dimensions (8 accumulators) a pass over the positions */
+    for (int64_t d = 0; d < hdv; d += 128) {
+        const int nc = (int)((hdv - d + 15) / 16 < 8 ? (hdv - d + 15) / 16 : 8);
+        switch (nc) {
+        case 1: values(f16, 1, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
+        case 2: values(f16, 2, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
+        case 3: values(f16, 3, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
+        case 4: values(f16, 4, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
+        case 5: values(f16, 5, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
+        case 6: values(f16, 6, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
+        case 7: values(f16, 7, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
+        default: values(f16, 8, s, V + (size_t)d * (f16 ? 2 : 4), vs, n, hdv - d, out + d); break;
         }
-        out[d] = _mm512_reduce_add_ps(a0);
-        out[d + 1] = _mm512_reduce_add_ps(a1);
-        out[d + 2] = _mm512_reduce_add_ps(a2);
-        out[d + 3] = _mm512_reduce_add_ps(a3);
-    }
-    for (; d < hdv; d++) {
-        const uint8_t *v0 = V + (size_t)d * vs;
-        __m512 a0 = _mm512_setzero_ps();
-        for (i = 0; i < n; i += 16) {
-            const __mmask16 m = tail_mask(n - i);
-            a0 = _mm512_fmadd_ps(ld16(v0, i, m, f16), _mm512_maskz_loadu_ps(m, s + i), a0);
-        }
-        out[d] = _mm512_reduce_add_ps(a0);
     }
 }
 
