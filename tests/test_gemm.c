@@ -387,7 +387,7 @@ static void test_matmul_n(void) {
                 const int64_t M = Ms[mi];
                 k_mat mats[4];
                 for (int p = 0; p < 4; p++) {
-                    mats[p] = (k_mat){wt[p], W[p], Ns[p], Y1[p]};
+                    mats[p] = (k_mat){wt[p], W[p], Ns[p], Y1[p], K_LAYOUT_ROWS};
                     T_EQ_INT(k_matmul(&env, wt[p], W[p], K, Ns[p], X, M, Y2[p], &err), 0);
                     memset(Y1[p], 0xFF, sizeof(float) * (size_t)(M * Ns[p]));
                 }

@@ -42,7 +42,7 @@ K_SCALAR(Q6_K, Q8_K)
 #undef K_SCALAR
 
 static void set_scalar(k_kernels *k) {
-#define E(T) k->ops[ND_TYPE_##T] = (k_ops){"scalar", q_vec_dot_type(ND_TYPE_##T), dot_##T, quant_##T, NULL, NULL, NULL}
+#define E(T) k->ops[ND_TYPE_##T] = (k_ops){"scalar", q_vec_dot_type(ND_TYPE_##T), dot_##T, quant_##T, NULL, NULL, NULL, NULL, NULL}
     E(F32); E(F16); E(BF16); E(Q4_0); E(Q4_1); E(Q5_0); E(Q5_1); E(Q8_0);
     E(Q2_K); E(Q3_K); E(Q4_K); E(Q5_K); E(Q6_K);
 #undef E
@@ -195,7 +195,9 @@ typedef struct mm_args {
     int64_t K, N, M;
     float *Y;           /* [M][N] */
     int64_t chunk;      /* output rows per work item */
+    k_act_prep_fn prep; /* A -> P (NULL: P is A) */
     bool quant;         /* this part converts X into A (and P); false: shares an earlier part's */
+    bool x16;           /* W in the X16 layout: ops->vec_dot16 on groups of 16 rows */
 } mm_args;
 
 /* Rows are dealt in lanes, one per pool item, each a contiguous range with its own claim
@@ -234,7 +236,7 @@ static void mm_quantize_worker(void *arg, int ith, int nth) {
             if (i % nth != ith) continue;
             int rc = a->ops->quantize(a->X + m * a->K, (uint8_t *)a->A + m * a->a_row, a->K);
             if (rc) atomic_store(&j->status, rc);
-            else if (a->P != a->A) a->ops->act_prep(a->A + m * a->a_row, a->K, (uint8_t *)a->P + m * a->p_row);
+            else if (a->prep) a->prep(a->A + m * a->a_row, a->K, (uint8_t *)a->P + m * a->p_row);
         }
     }
 }
@@ -242,6 +244,12 @@ static void mm_quantize_worker(void *arg, int ith, int nth) {
 /* output rows [r0, r1) for every token */
 static void mm_rows(const mm_args *j, int64_t r0, int64_t r1) {
     const k_vec_dot_fn dot = j->ops->vec_dot;
+    if (j->x16) { /* whole groups of 16 rows (the chunks are multiples of 16), token by token */
+        for (int64_t r = r0; r < r1; r += 16)
+            for (int64_t t = 0; t < j->M; t++)
+                j->ops->vec_dot16(j->W + r * j->w_row, j->P + t * j->p_row, j->K, j->Y + t * j->N + r);
+        return;
+    }
     if (j->M == 1) {
         int64_t r = r0;
         if (j->ops->vec_dot4) /* decode: activation loads shared by 4 rows */
@@ -309,18 +317,19 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
         const k_ops *ops = &env->kern->ops[mats[p].wtype];
         mm_args *a = &j.a[p];
         *a = (mm_args){.ops = ops, .W = mats[p].W, .w_row = q_row_size(mats[p].wtype, K), .X = X,
-                       .K = K, .N = mats[p].N, .M = M, .Y = mats[p].Y};
+                       .K = K, .N = mats[p].N, .M = M, .Y = mats[p].Y, .x16 = mats[p].layout == K_LAYOUT_X16};
         a->a_row = q_row_size(ops->atype, K);
-        /* the 4-row kernels' own activation layout, made with the quantized rows */
-        const bool prep = ops->act_prep && ops->vec_dot4 && a->N >= 4 && ops->atype != ND_TYPE_F32;
-        a->p_row = prep ? ops->act_prep(NULL, K, NULL) : a->a_row;
+        /* the 4-row (or X16) kernels' own activation layout, made with the quantized rows */
+        a->prep = a->x16 ? ops->act_prep16
+                  : ops->act_prep && ops->vec_dot4 && a->N >= 4 && ops->atype != ND_TYPE_F32 ? ops->act_prep
+                                                                                         : NULL;
+        const bool prep = a->prep != NULL;
+        a->p_row = prep ? a->prep(NULL, K, NULL) : a->a_row;
         if (ops->atype == ND_TYPE_F32) continue; /* X is already in the activation format */
         int q = 0; /* an earlier part converting X the same way */
         for (; q < p; q++) {
             const mm_args *b = &j.a[q];
-            if (b->ops->atype == ops->atype && b->ops->quantize == ops->quantize &&
-                (b->p_row != b->a_row) == prep && (!prep || b->ops->act_prep == ops->act_prep))
-                break;
+            if (b->ops->atype == ops->atype && b->ops->quantize == ops->quantize && b->prep == a->prep) break;
         }
         if (q < p) {
             off_a[p] = off_a[q], off_p[p] = off_p[q];
@@ -366,7 +375,8 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
         const int64_t items = (int64_t)nth * 8;
         a->chunk = (a->N + items - 1) / items;
         if (M > MM_TOKEN_BLOCK && a->chunk > 16) a->chunk = 16;
-        if (a->ops->vec_dot4) a->chunk = (a->chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
+        if (a->x16) a->chunk = (a->chunk + 15) & ~(int64_t)15; /* whole groups */
+        else if (a->ops->vec_dot4) a->chunk = (a->chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
         if (a->chunk < 1) a->chunk = 1;
         j.first[p + 1] = j.first[p] + (a->N > 0 ? (a->N + a->chunk - 1) / a->chunk : 0);
         work += a->N * M;
@@ -389,7 +399,7 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
 
 int k_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
              const float *X, int64_t M, float *Y, nd_err *err) {
-    const k_mat m = {wtype, W, N, Y};
+    const k_mat m = {wtype, W, N, Y, K_LAYOUT_ROWS};
     return k_matmul_n(env, &m, 1, K, X, M, err);
 }
 
@@ -400,6 +410,10 @@ int k_matmul_n(const k_env *env, const k_mat *mats, int n, int64_t K, const floa
     for (int p = 0; p < n; p++) {
         int rc = k_check(env->kern, mats[p].wtype, K, err);
         if (rc) return rc;
+        if (mats[p].layout == K_LAYOUT_X16 && !(k_x16_supported(env->kern, mats[p].wtype) &&
+                                                 k_x16_fits(mats[p].wtype, K, mats[p].N, mats[p].W)))
+            return nd_seterr(err, ND_EUNSUPPORTED, "%s weights in the X16 layout: no kernel for them on this "
+                             "table, or a shape that does not fit it", nd_type_info(mats[p].wtype)->name);
     }
     if (M <= 0) return 0;
     /* Long prefills: blocked tiles, one product at a time (compute-bound: nothing to share).
@@ -417,7 +431,8 @@ int k_matmul_n(const k_env *env, const k_mat *mats, int n, int64_t K, const floa
                 rest[nr++] = *w;
                 continue;
             }
-            int rc = k_gemm_matmul(env, w->wtype, w->W, K, w->N, X, M, w->Y, err);
+            int rc = w->layout == K_LAYOUT_X16 ? k_gemm_matmul_x16(env, w->wtype, w->W, K, w->N, X, M, w->Y, err)
+                                               : k_gemm_matmul(env, w->wtype, w->W, K, w->N, X, M, w->Y, err);
             if (rc) return rc;
         }
         return nr ? mm_run(env, rest, nr, K, X, M, err) : 0;

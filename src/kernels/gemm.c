@@ -26,6 +26,7 @@ typedef struct gm_job {
     int64_t items;      /* row groups x chunks */
     _Atomic int64_t next;
     _Atomic int status; /* first quantize error */
+    bool x16;           /* W in the X16 layout: tile_x16 */
 } gm_job;
 
 static void gm_quantize_worker(void *arg, int ith, int nth) {
@@ -64,8 +65,9 @@ static void gm_tile_worker(void *arg, int ith, int nth) {
         int nr = (int)(j->N - n0 < rows ? j->N - n0 : rows);
         int64_t mm = j->M - m0 < j->m_chunk ? j->M - m0 : j->m_chunk;
         if (mm <= 0) continue;
-        j->g->tile(j->W + (size_t)n0 * j->w_row, j->w_row, nr, j->P + (size_t)m0 * j->p_row,
-                   j->p_row, mm, j->K, j->Y + m0 * j->N + n0, j->N, wtmp);
+        (j->x16 ? j->g->tile_x16 : j->g->tile)(j->W + (size_t)n0 * j->w_row, j->w_row, nr,
+                                              j->P + (size_t)m0 * j->p_row, j->p_row, mm, j->K,
+                                              j->Y + m0 * j->N + n0, j->N, wtmp);
     }
 }
 
@@ -93,12 +95,12 @@ static int gm_scratch(k_scratch *s, gm_job *j, int nth) {
     return 0;
 }
 
-int k_gemm_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
-                  const float *X, int64_t M, float *Y, nd_err *err) {
+static int gemm_run(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N, const float *X,
+                    int64_t M, float *Y, bool x16, nd_err *err) {
     const int nth = nd_pool_size(env->pool);
     const k_ops *ops = &env->kern->ops[wtype];
     gm_job j = {.ops = ops, .g = env->kern->gemm[wtype], .W = W, .w_row = q_row_size(wtype, K), .X = X,
-                .K = K, .N = N, .M = M, .Y = Y};
+                .K = K, .N = N, .M = M, .Y = Y, .x16 = x16};
     j.a_row = q_row_size(ops->atype, K);
     j.p_row = j.g->act_pack ? GEMM_ROUND(j.g->act_size(K)) : j.a_row;
     j.w_size = GEMM_ROUND(j.g->w_size(K));
@@ -111,7 +113,7 @@ int k_gemm_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, in
     if (atomic_load(&j.status))
         return nd_seterr(err, atomic_load(&j.status), "cannot quantize activations to %s",
                          nd_type_info(ops->atype)->name);
-    if (M == 1) {
+    if (M == 1 && !x16) {
         if (nth == 1 || N <= GM_GEMV_ROWS)
             gm_gemv_worker(&j, 0, 1);
         else
@@ -132,4 +134,14 @@ int k_gemm_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, in
     else
         nd_pool_run(env->pool, gm_tile_worker, &j);
     return 0;
+}
+
+int k_gemm_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
+                  const float *X, int64_t M, float *Y, nd_err *err) {
+    return gemm_run(env, wtype, W, K, N, X, M, Y, false, err);
+}
+
+int k_gemm_matmul_x16(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
+                      const float *X, int64_t M, float *Y, nd_err *err) {
+    return gemm_run(env, wtype, W, K, N, X, M, Y, true, err);
 }

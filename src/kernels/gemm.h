@@ -53,6 +53,10 @@ struct k_gemm_ops {
     /* M = 1: y[n] for n < N from one packed activation row, on the native layout (no
      * repack), with bit-identical results to tile for the same (row, token). */
     void (*gemv)(const void *W, size_t w_row, int64_t N, const void *P, int64_t K, float *y);
+    /* optional: tile on a group of 16 rows in the X16 layout (nr = 16), bit-identical to
+     * tile on the same rows in GGUF layout */
+    void (*tile_x16)(const void *W, size_t w_row, int nr, const void *P, size_t p_row, int64_t M,
+                     int64_t K, float *Y, int64_t ldy, void *wtmp);
 };
 
 /* Y[M][N] = X[M][K] · W^T through env->kern->gemm[wtype] (which must be set; activations
@@ -60,6 +64,9 @@ struct k_gemm_ops {
  * as k_matmul (the caller has run k_check; the row is <= K_GEMM_MAX_ROW bytes). */
 int k_gemm_matmul(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
                   const float *X, int64_t M, float *Y, nd_err *err);
+/* the same on a matrix in the X16 layout (gemm[wtype]->tile_x16 set, N % 16 == 0, M > 1) */
+int k_gemm_matmul_x16(const k_env *env, uint32_t wtype, const void *W, int64_t K, int64_t N,
+                      const float *X, int64_t M, float *Y, nd_err *err);
 
 /* The oracle: Y[t * ldy + r] = q_vec_dot(wtype, row r, atype, activation row t, K) for
  * r < nr, t < M, A = M rows of atype (a_row bytes apart, as ops->quantize writes them). */

@@ -40,6 +40,10 @@ typedef void (*k_vec_dot4n_fn)(const void *wrow, size_t stride, const void *arow
  * vec_dot4 / vec_dot4n read, once per product rather than once per 4-row group; returns
  * the bytes written (dst NULL: the bytes needed) */
 typedef size_t (*k_act_prep_fn)(const void *arow, int64_t n, void *dst);
+/* X16 layout (K_LAYOUT_X16): the 16 rows of a group (at its first row's address) with one
+ * activation row prepared by the entry's act_prep16, into out[0..15] — each bit-identical
+ * to vec_dot4 / the prefill tile on the same rows in GGUF layout */
+typedef void (*k_vec_dot16_fn)(const void *group, const void *arow, int64_t n, float *out);
 /* tile GEMM for M > 1 (prefill), defined in kernels/gemm.h (gemm helper) */
 typedef struct k_gemm_ops k_gemm_ops;
 
@@ -51,6 +55,8 @@ typedef struct k_ops {
     k_vec_dot4_fn vec_dot4;  /* optional (NULL): 4 rows per call (decode and batches < K_GEMM_MIN_TOKENS) */
     k_vec_dot4n_fn vec_dot4n; /* optional (NULL, needs vec_dot4): 4 rows x several tokens */
     k_act_prep_fn act_prep;  /* optional (NULL): the activation layout of vec_dot4 / vec_dot4n */
+    k_vec_dot16_fn vec_dot16; /* optional (NULL): weights in the X16 layout */
+    k_act_prep_fn act_prep16; /* with vec_dot16: its activation layout */
 } k_ops;
 
 /* Element-wise and attention kernels (the non-matmul work of a layer; at decode it runs on
@@ -123,6 +129,25 @@ typedef struct k_env {
     k_scratch *scratch;
 } k_env;
 
+/* Resident weight layouts (k_mat.layout).
+ *   K_LAYOUT_ROWS  GGUF's: one row after another.
+ *   K_LAYOUT_X16   Q4_0 only (kernels/x16.c): rows interleaved block by block in groups of
+ *                  16, so a 512-bit load holds a quant dword of each of 16 rows and a group
+ *                  is one sequential stream. A group takes exactly the bytes of its rows, so
+ *                  row r's group starts where row r / 16 * 16 did. Made once at load, in
+ *                  place (k_x16_repack), when the weights are copied and this CPU's kernels
+ *                  have the layout (k_x16_supported); outputs are bit-identical to
+ *                  K_LAYOUT_ROWS. */
+enum { K_LAYOUT_ROWS = 0, K_LAYOUT_X16 = 1 };
+/* the shape and address allow X16: Q4_0, K % 64 == 0, N % 16 == 0, W 64-byte aligned */
+bool k_x16_fits(uint32_t wtype, int64_t K, int64_t N, const void *W);
+/* k has every kernel the layout needs for wtype (decode, short batches, prefill tiles) */
+bool k_x16_supported(const k_kernels *k, uint32_t wtype);
+/* in place, GGUF rows -> X16 (k_x16_fits must hold; tmp: 16 rows' bytes) */
+void k_x16_repack(void *W, int64_t K, int64_t N, void *tmp);
+/* row r of an X16 matrix back in GGUF layout (one row's bytes at dst) */
+void k_x16_row(const void *W, int64_t K, int64_t r, void *dst);
+
 /* Batches of fewer tokens than this never use the blocked GEMM (see k_matmul). */
 #define K_GEMM_MIN_TOKENS 64
 
@@ -144,6 +169,7 @@ typedef struct k_mat {
     const void *W; /* N rows of K elements of wtype */
     int64_t N;
     float *Y;      /* [M][N] */
+    int layout;    /* K_LAYOUT_ROWS (0) or K_LAYOUT_X16 */
 } k_mat;
 int k_matmul_n(const k_env *env, const k_mat *mats, int n, int64_t K, const float *X, int64_t M,
                nd_err *err);

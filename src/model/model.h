@@ -56,6 +56,7 @@ typedef struct model_mat {
     uint32_t type;    /* nd_type */
     int64_t k, n;
     const char *name; /* the GGUF tensor name (owned by the gguf_ctx) */
+    int layout;       /* K_LAYOUT_ROWS, or K_LAYOUT_X16 when repacked at load (kernels.h) */
 } model_mat;
 
 typedef struct model_layer {
@@ -92,6 +93,7 @@ typedef struct model_t {
     void *wcopy;              /* MODEL_WEIGHTS_COPY: the anonymous mapping every weight and
                                  vector points into (wcopy_size bytes), or NULL */
     size_t wcopy_size;
+    int n_repacked;           /* matrices repacked at load (K_LAYOUT_X16) */
 } model_t;
 
 /* Where the weights live. Decode streams every weight once per token, so it runs at the
@@ -110,6 +112,9 @@ typedef enum model_weights {
 
 typedef struct model_load_params {
     model_weights weights;
+    /* Copied weights are repacked in place into the layout of this CPU's fastest decode
+     * kernels where there is one (Q4_0 on AVX-512 VNNI: K_LAYOUT_X16); true keeps GGUF's. */
+    bool no_repack;
 } model_load_params;
 
 /* Open a GGUF file, read and validate the hyper-parameters, bind and shape-check every
@@ -126,6 +131,13 @@ model_t *model_load_gguf_ex(gguf_ctx *g, const model_load_params *p, nd_err *err
 int model_weights_parse(const char *s, model_weights *out, nd_err *err);
 /* Whether m's weights are the anonymous copy (true) or views into the file mapping. */
 bool model_weights_copied(const model_t *m);
+/* How many weight matrices were repacked at load (model_load_params.no_repack). */
+int model_weights_repacked(const model_t *m);
+/* Every weight matrix (tok_embd, output, each layer's; absent ones skipped) into out, which
+ * has room for MODEL_MATS_MAX(m); returns the count. A tied output is its own entry with
+ * tok_embd's data. */
+#define MODEL_MATS_MAX(m) (2 + 8 * (size_t)(m)->hp.n_layer)
+size_t model_mats(const model_t *m, const model_mat **out);
 void model_free(model_t *m);
 
 /* ----------------------------------------------------------- context */

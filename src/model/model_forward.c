@@ -51,6 +51,7 @@ struct model_ctx {
     float *up;              /* [B][n_ff] */
     float *rope_cs;         /* [B][n_rot / 2][2] cos, sin per position and pair */
     float *att_tmp;         /* per thread: scores[n_ctx] */
+    uint8_t *embd_row;      /* one token embedding row in GGUF layout (tok_embd repacked) */
     void (*on_matmul)(void *user, const char *weight, const float *X, int64_t M, int64_t K);
     void *on_matmul_user;
 };
@@ -94,23 +95,25 @@ void model_ctx_free(model_ctx *c) {
                      c->rope_cs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) nd_free(bufs[i]);
     nd_free(c->att_tmp);
+    nd_free(c->embd_row);
     nd_free(c);
 }
 
-/* Every weight matrix must have a kernel for its type and row length. */
+/* Every weight matrix must have a kernel for its type and row length (and its layout). */
 static int check_kernels(const model_t *m, const k_kernels *k, nd_err *err) {
-    const model_mat *mats[2] = {&m->tok_embd, &m->output};
-    for (int i = 0; i < 2; i++)
-        if (k_check(k, mats[i]->type, mats[i]->k, err)) return nd_preerr(err, "%s: ", mats[i]->name);
-    for (int64_t il = 0; il < m->hp.n_layer; il++) {
-        const model_layer *L = &m->layers[il];
-        const model_mat *lm[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo,
-                                 &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++)
-            if (lm[i]->data && k_check(k, lm[i]->type, lm[i]->k, err))
-                return nd_preerr(err, "%s: ", lm[i]->name);
+    const model_mat **mats = nd_malloc(MODEL_MATS_MAX(m) * sizeof *mats);
+    if (!mats) return nd_seterr(err, ND_ENOMEM, "out of memory creating a context");
+    const size_t n = model_mats(m, mats);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = k_check(k, mats[i]->type, mats[i]->k, err);
+        if (!rc && mats[i]->layout == K_LAYOUT_X16 && !k_x16_supported(k, mats[i]->type))
+            rc = nd_seterr(err, ND_EUNSUPPORTED, "repacked for %s kernels this context does not "
+                           "select (load with --weights mmap, or without repacking)", k_isa_name(K_ISA_AVX512));
+        if (rc) nd_preerr(err, "%s: ", mats[i]->name);
     }
-    return 0;
+    nd_free(mats);
+    return rc;
 }
 
 static float *alloc_f(int64_t rows, int64_t cols, int *fail) {
@@ -187,6 +190,7 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
     if (m->layers[0].wqkv.data) c->qkv = alloc_f(B, nq + nk + nv, &fail);
     int nth = nd_pool_size(c->pool);
     c->att_tmp = nd_malloc((size_t)n_ctx * sizeof(float) * (size_t)nth);
+    if (m->tok_embd.layout == K_LAYOUT_X16 && !(c->embd_row = nd_malloc(q_row_size(m->tok_embd.type, E)))) fail = 1;
     if (fail || !c->att_tmp) {
         nd_seterr(err, ND_ENOMEM, "out of memory for activation buffers (batch %lld)",
                   (long long)B);
@@ -349,7 +353,8 @@ static void attention(model_ctx *c, int64_t il, int64_t B) {
 #define MATMUL(W, X, M, Y)                                                               \
     do {                                                                                 \
         if (c->on_matmul) c->on_matmul(c->on_matmul_user, (W).name, (X), (M), (W).k);     \
-        int rc_ = k_matmul(&c->env, (W).type, (W).data, (W).k, (W).n, (X), (M), (Y), err); \
+        const k_mat m_ = {(W).type, (W).data, (W).n, (Y), (W).layout};                   \
+        int rc_ = k_matmul_n(&c->env, &m_, 1, (W).k, (X), (M), err);                     \
         if (rc_) return nd_preerr(err, "%s: ", (W).name);                                \
     } while (0)
 
@@ -360,7 +365,7 @@ static int matmul_shared(model_ctx *c, const model_mat *const *W, float *const *
     k_mat mats[K_MATMUL_PARTS];
     for (int i = 0; i < n; i++) {
         if (c->on_matmul) c->on_matmul(c->on_matmul_user, W[i]->name, X, M, W[i]->k);
-        mats[i] = (k_mat){W[i]->type, W[i]->data, W[i]->n, Y[i]};
+        mats[i] = (k_mat){W[i]->type, W[i]->data, W[i]->n, Y[i], W[i]->layout};
     }
     int rc = k_matmul_n(&c->env, mats, n, W[0]->k, X, M, err);
     return rc ? nd_preerr(err, "%s (with %d more): ", W[0]->name, n - 1) : 0;
@@ -369,9 +374,14 @@ static int matmul_shared(model_ctx *c, const model_mat *const *W, float *const *
 static void embed(model_ctx *c, const int32_t *tokens, int64_t B) {
     const model_mat *te = &c->m->tok_embd;
     size_t row = q_row_size(te->type, te->k);
-    for (int64_t t = 0; t < B; t++)
-        q_dequantize_row(te->type, (const uint8_t *)te->data + (size_t)tokens[t] * row,
-                         c->x + t * te->k, te->k);
+    for (int64_t t = 0; t < B; t++) {
+        const uint8_t *r = (const uint8_t *)te->data + (size_t)tokens[t] * row;
+        if (te->layout == K_LAYOUT_X16) { /* a tied output, repacked: the row back in GGUF layout */
+            k_x16_row(te->data, te->k, tokens[t], c->embd_row);
+            r = c->embd_row;
+        }
+        q_dequantize_row(te->type, r, c->x + t * te->k, te->k);
+    }
 }
 
 /* x += Attention(RMSNorm(x)) for one layer. */

@@ -237,7 +237,7 @@ static int bind_mat(const gguf_ctx *g, const char *name, int64_t k, int64_t n, b
         return nd_seterr(err, ND_EUNSUPPORTED, "tensor %s: weight type %s (%u) is not supported",
                          name, tr && tr->name ? tr->name : "unknown", t->type);
     }
-    *out = (model_mat){t->data, t->type, k, n, t->name};
+    *out = (model_mat){t->data, t->type, k, n, t->name, K_LAYOUT_ROWS};
     return 0;
 }
 
@@ -375,6 +375,59 @@ int model_weights_parse(const char *s, model_weights *out, nd_err *err) {
 }
 
 bool model_weights_copied(const model_t *m) { return m && m->wcopy; }
+int model_weights_repacked(const model_t *m) { return m ? m->n_repacked : 0; }
+
+size_t model_mats(const model_t *m, const model_mat **out) {
+    size_t n = 0;
+    if (m->tok_embd.data) out[n++] = &m->tok_embd;
+    if (m->output.data) out[n++] = &m->output;
+    for (int64_t il = 0; il < m->hp.n_layer; il++) {
+        const model_layer *L = &m->layers[il];
+        const model_mat *lm[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++)
+            if (lm[i]->data) out[n++] = lm[i];
+    }
+    return n;
+}
+
+/* Repacks, in place, every copied matrix this CPU's kernels have a faster layout for (one
+ * pass per distinct data: a tied output is tok_embd). Matrices are marked with their
+ * layout; embeddings read through k_x16_row. */
+static int repack_weights(model_t *m, nd_err *err) {
+    k_kernels k;
+    k_select(&k, K_ISA_BEST);
+    if (!k_x16_supported(&k, ND_TYPE_Q4_0)) return 0;
+    const model_mat **mats = nd_malloc(MODEL_MATS_MAX(m) * sizeof *mats);
+    if (!mats) return nd_seterr(err, ND_ENOMEM, "out of memory repacking the weights");
+    const size_t n = model_mats(m, mats);
+    size_t tmp_size = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k_x16_fits(mats[i]->type, mats[i]->k, mats[i]->n, mats[i]->data)) {
+            const size_t g = 16 * q_row_size(mats[i]->type, mats[i]->k);
+            tmp_size = g > tmp_size ? g : tmp_size;
+        }
+    void *tmp = tmp_size ? nd_malloc(tmp_size) : NULL;
+    if (tmp_size && !tmp) {
+        nd_free(mats);
+        return nd_seterr(err, ND_ENOMEM, "out of memory repacking the weights");
+    }
+    for (size_t i = 0; i < n; i++) {
+        model_mat *w = (model_mat *)mats[i]; /* m is ours to change */
+        if (!k_x16_fits(w->type, w->k, w->n, w->data)) continue;
+        size_t j = 0;
+        while (j < i && mats[j]->data != w->data) j++;
+        if (j < i) { /* the same data seen before (tied output) */
+            w->layout = mats[j]->layout;
+            continue;
+        }
+        k_x16_repack((void *)w->data, w->k, w->n, tmp);
+        w->layout = K_LAYOUT_X16;
+        m->n_repacked++;
+    }
+    nd_free(tmp);
+    nd_free(mats);
+    return 0;
+}
 
 /* MemAvailable from /proc/meminfo in bytes; -1 when unknown */
 static int64_t mem_available(void) {
@@ -405,16 +458,17 @@ static void rebase_f(const float **p, const uint8_t *lo, const uint8_t *hi, uint
  * points every weight and vector of m at the copy. The file pages of each copied chunk are
  * dropped from the process as it goes (a shared read-only file mapping: the pages stay in
  * the page cache, and anything still reading the mapping faults them back in). */
-static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, nd_err *err) {
-    const size_t n = (size_t)(hi - lo), lead = (uintptr_t)lo & 63; /* keep 64-byte phase */
+static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, bool repack, nd_err *err) {
+    /* lo lands on a 2 MiB boundary: tensors at 64-byte multiples from it are 64-aligned */
+    const size_t n = (size_t)(hi - lo);
     size_t size;
-    uint8_t *base = nd_huge_alloc(lead + n, &size);
+    uint8_t *base = nd_huge_alloc(n, &size);
     if (!base)
         return nd_seterr(err, ND_ENOMEM, "cannot allocate %zu MiB for the weights (use --weights "
-                         "mmap to run from the file mapping)", (lead + n) >> 20);
+                         "mmap to run from the file mapping)", n >> 20);
     const bool drop = m->gguf->owns_map; /* never drop pages of a caller's buffer */
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uint8_t *dst = base + lead;
+    uint8_t *dst = base;
     nd_progress pr;
     nd_progress_begin(&pr, "loading weights", n);
     for (size_t off = 0; off < n; off += COPY_CHUNK) {
@@ -427,7 +481,6 @@ static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, nd_err
         nd_progress_update(&pr, off + len);
     }
     nd_progress_end(&pr);
-    mprotect(base, size, PROT_READ); /* weights are read-only, as in the mapping */
     model_mat *mats[2] = {&m->tok_embd, &m->output};
     for (int i = 0; i < 2; i++) rebase(&mats[i]->data, lo, hi, dst);
     rebase_f(&m->output_norm, lo, hi, dst);
@@ -443,10 +496,12 @@ static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, nd_err
     }
     m->wcopy = base;
     m->wcopy_size = size;
-    return 0;
+    const int rc = repack ? repack_weights(m, err) : 0;
+    mprotect(base, size, PROT_READ); /* weights are read-only, as in the mapping */
+    return rc;
 }
 
-static int place_weights(model_t *m, model_weights mode, nd_err *err) {
+static int place_weights(model_t *m, model_weights mode, bool repack, nd_err *err) {
     const gguf_ctx *g = m->gguf;
     const uint8_t *lo = NULL, *hi = NULL;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -460,7 +515,7 @@ static int place_weights(model_t *m, model_weights mode, nd_err *err) {
         const int64_t avail = mem_available();
         if (avail < 0 || (int64_t)(hi - lo) + ((int64_t)512 << 20) > avail) return 0;
     }
-    return copy_weights(m, lo, hi, err);
+    return copy_weights(m, lo, hi, repack, err);
 }
 
 model_t *model_load_gguf(gguf_ctx *g, nd_err *err) { return model_load_gguf_ex(g, NULL, err); }
@@ -484,7 +539,7 @@ model_t *model_load_gguf_ex(gguf_ctx *g, const model_load_params *p, nd_err *err
         if ((rc = bind_layer(g, &m->hp, il, &m->layers[il], err))) goto fail;
     if ((rc = check_extra_layers(g, &m->hp, err))) goto fail;
     m->gguf = g;
-    if ((rc = place_weights(m, p ? p->weights : MODEL_WEIGHTS_AUTO, err))) goto fail;
+    if ((rc = place_weights(m, p ? p->weights : MODEL_WEIGHTS_AUTO, !(p && p->no_repack), err))) goto fail;
     return m;
 fail:
     m->gguf = NULL; /* the caller keeps g */

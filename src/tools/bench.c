@@ -214,6 +214,7 @@ static void usage(FILE *f) {
                "  --kv f16|f32   KV cache type (default f16)\n"
                "  --weights W    auto|mmap|copy: weights copied into huge pages or left in the file\n"
                "                 mapping (default auto: copy when it fits in free memory)\n"
+               "  --no-repack    keep copied weights in GGUF's layout (no X16 Q4_0)\n"
                "speculative decoding (greedy generation of -n tokens after a prompt, plain vs speculative):\n"
                "  --draft FILE | --spec ngram   [--draft-max N] [--draft-min N] [--draft-p-min P] [--draft-fixed]\n"
                "  [--draft-threads N] [--draft-async] [--ngram-min N] [--ngram-max N]   as for nindub run\n"
@@ -441,6 +442,8 @@ int tool_bench(int argc, char **argv) {
             int_list r;
             if (parse_list(argv[++i], &r, 1, 64) || r.n != 1) goto bad;
             reps = r.v[0];
+        } else if (!strcmp(a, "--no-repack")) {
+            go.no_repack = true;
         } else if (!strcmp(a, "--weights") && has) {
             if (model_weights_parse(argv[++i], &go.weights, NULL)) goto bad;
         } else if (!strcmp(a, "--kv") && has) {
@@ -468,7 +471,7 @@ int tool_bench(int argc, char **argv) {
         return bench_spec(&go, prompt_file, (int)reps, fmt);
     }
     nd_err err = {0};
-    const model_load_params lp = {.weights = go.weights};
+    const model_load_params lp = {.weights = go.weights, .no_repack = go.no_repack};
     model_t *m = model_load_ex(path, &lp, &err);
     if (!m) { fprintf(stderr, "nindub bench: %s\n", err.msg); return 1; }
     char sha[65] = "unknown", mtype[128];
@@ -554,8 +557,9 @@ int tool_bench(int argc, char **argv) {
     if (!strcmp(fmt, "md")) {
         printf("\nbuild: %s, model sha256 %s\n", ND_GIT_REV, sha);
         /* the RSS rule: peak <= file + KV cache + 64 MiB (the largest context above) */
-        printf("weights: %s, peak RSS %.1f MiB, file %.1f MiB\n", model_weights_copied(m) ? "copied (huge pages)" : "file mapping",
-               peak_rss_mib(), (double)m->gguf->map.size / (1 << 20));
+        printf("weights: %s", model_weights_copied(m) ? "copied (huge pages)" : "file mapping");
+        if (model_weights_repacked(m)) printf(", %d matrices repacked (X16)", model_weights_repacked(m));
+        printf(", peak RSS %.1f MiB, file %.1f MiB\n", peak_rss_mib(), (double)m->gguf->map.size / (1 << 20));
     }
     rc = 0;
 done:

@@ -38,6 +38,8 @@ void gen_opts_usage(FILE *f) {
                "  --weights W          auto|mmap|copy: where the weights live (default auto: a copy in\n"
                "                       huge pages, ~10%% faster decode, when it fits in free memory; else\n"
                "                       the file mapping)\n"
+               "  --no-repack          keep copied weights in GGUF's layout (default: Q4_0 is\n"
+               "                       interleaved for the AVX-512 decode kernel where there is one)\n"
                "  -v                   print model and sampling details to stderr\n"
                "constrained output (every answer parses):\n"
                "  --grammar GBNF       llama.cpp-style grammar text (root rule: root)\n"
@@ -67,6 +69,10 @@ int gen_opts_parse(gen_opts *o, const char *tool, int argc, char **argv, int *i)
     if (!strcmp(a, "--draft-fixed")) {
         o->spec.adaptive = false;
         o->spec_flags = true;
+        return 1;
+    }
+    if (!strcmp(a, "--no-repack")) {
+        o->no_repack = true;
         return 1;
     }
     if (!strcmp(a, "--draft-async")) {
@@ -223,7 +229,7 @@ int gen_open(gen_session *s, const gen_opts *o, nd_err *err) {
     memset(s, 0, sizeof *s);
     if (!(s->g = gguf_open(o->model, err))) return err->code;
     if (!(s->vocab = tok_load(s->g, err))) return nd_preerr(err, "tokenizer: ");
-    const model_load_params lp = {.weights = o->weights};
+    const model_load_params lp = {.weights = o->weights, .no_repack = o->no_repack};
     if (!(s->m = model_load_gguf_ex(s->g, &lp, err))) return err->code;
     if (tok_n_vocab(s->vocab) > s->m->hp.n_vocab)
         return nd_seterr(err, ND_EFORMAT, "the tokenizer has %d tokens but the model only %lld rows of logits",

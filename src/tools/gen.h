@@ -21,6 +21,7 @@ typedef struct gen_opts {
     int64_t n_ctx;
     uint32_t kv_type;
     model_weights weights; /* --weights auto|mmap|copy */
+    bool no_repack;        /* --no-repack */
     smp_params sp;
     bool seed_set, verbose;
     const char *stops[GEN_MAX_STOPS];
