@@ -762,7 +762,7 @@ static void test_matmul_best(void) {
 
 /* ---------------------------------------------------------- X16 layout */
 
-/* The X16 layout: repack and k_x16_row round-trip every row exactly; k_matmul_n on the
+/* The X16 layout (Q4_0, Q8_0): repack and k_x16_row round-trip every row exactly; k_matmul_n on the
  * repacked matrix gives the GGUF-layout product's bits for decode (M = 1), short batches
  * (the per-row path) and prefill tiles (M >= K_GEMM_MIN_TOKENS), and stays within the
  * scalar reference's tolerance through that. Random rows with random, zero, subnormal and
@@ -770,14 +770,14 @@ static void test_matmul_best(void) {
 static void test_x16(void) {
     k_kernels k;
     k_select(&k, K_ISA_BEST);
-    if (!k_x16_supported(&k, ND_TYPE_Q4_0)) T_SKIP("no X16 kernels on this CPU");
+    if (!k_x16_supported(&k, ND_TYPE_Q4_0) || !k_x16_supported(&k, ND_TYPE_Q8_0)) T_SKIP("no X16 kernels on this CPU");
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 96, 32, (void *)(uintptr_t)64));   /* K % 64 */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 24, (void *)(uintptr_t)64));  /* N % 16 */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 32, (void *)(uintptr_t)96));  /* alignment */
-    T_CHECK(!k_x16_fits(ND_TYPE_Q8_0, 128, 32, (void *)(uintptr_t)64));  /* type */
+    T_CHECK(!k_x16_fits(ND_TYPE_Q5_0, 128, 32, (void *)(uintptr_t)64));  /* type */
     const int64_t Ks[] = {64, 896, 4864}, N = 48, Ms[] = {1, 5, 64, 70};
     const int64_t Kmax = 4864, Mmax = 70;
-    const size_t rmax = q_row_size(ND_TYPE_Q4_0, Kmax);
+    const size_t rmax = q_row_size(ND_TYPE_Q8_0, Kmax);
     uint8_t *W = aligned_alloc(64, rmax * N), *Wx = aligned_alloc(64, rmax * N), *tmp = malloc(16 * rmax);
     uint8_t *row = malloc(rmax);
     float *X = malloc(sizeof(float) * Kmax * Mmax), *Y0 = malloc(sizeof(float) * N * Mmax),
@@ -787,39 +787,43 @@ static void test_x16(void) {
     nd_err err;
     nd_pool *pool = nd_pool_new(2, &err);
     const k_env env = {&k, pool, &sc};
+    const uint32_t wts[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0};
+    for (size_t ti = 0; ti < 2; ti++)
     for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+        const uint32_t wt = wts[ti];
         const int64_t K = Ks[ki];
-        const size_t rb = q_row_size(ND_TYPE_Q4_0, K);
-        for (int64_t r = 0; r < N; r++) gen_weights(ND_TYPE_Q4_0, W + (size_t)r * rb, K, (int)(r % M_COUNT), &sd);
+        const size_t rb = q_row_size(wt, K);
+        for (int64_t r = 0; r < N; r++) gen_weights(wt, W + (size_t)r * rb, K, (int)(r % M_COUNT), &sd);
         memcpy(Wx, W, rb * N);
-        k_x16_repack(Wx, K, N, tmp);
+        k_x16_repack(wt, Wx, K, N, tmp);
         T_CHECK(memcmp(Wx, W, rb * N) != 0);
         int bad_rows = 0;
         for (int64_t r = 0; r < N; r++) {
-            k_x16_row(Wx, K, r, row);
+            k_x16_row(wt, Wx, K, r, row);
             bad_rows += memcmp(row, W + (size_t)r * rb, rb) != 0;
         }
-        T_CHECKF(bad_rows == 0, "K %lld: %d rows do not round-trip", (long long)K, bad_rows);
+        T_CHECKF(bad_rows == 0, "%s K %lld: %d rows do not round-trip", tname(wt), (long long)K, bad_rows);
         for (int64_t i = 0; i < K * Mmax; i++) X[i] = t_rand_f(&sd);
         for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
             const int64_t M = Ms[mi];
-            const k_mat a = {ND_TYPE_Q4_0, W, N, Y0, K_LAYOUT_ROWS}, b = {ND_TYPE_Q4_0, Wx, N, Y1, K_LAYOUT_X16};
+            const k_mat a = {wt, W, N, Y0, K_LAYOUT_ROWS}, b = {wt, Wx, N, Y1, K_LAYOUT_X16};
             T_EQ_INT(k_matmul_n(&env, &a, 1, K, X, M, &err), 0);
             T_EQ_INT(k_matmul_n(&env, &b, 1, K, X, M, &err), 0);
             T_CHECKF(memcmp(Y0, Y1, sizeof(float) * (size_t)(N * M)) == 0,
-                     "K %lld M %lld: X16 product differs from the GGUF-layout one", (long long)K, (long long)M);
+                     "%s K %lld M %lld: X16 product differs from the GGUF-layout one", tname(wt), (long long)K,
+                     (long long)M);
         }
         /* and against the scalar reference, row by row (decode) */
         uint8_t *aq = malloc(q_row_size(ND_TYPE_Q8_0, K));
         float *wf = malloc(sizeof(float) * (size_t)K), *af = malloc(sizeof(float) * (size_t)K);
         q_quantize_act(ND_TYPE_Q8_0, X, aq, K);
-        const k_mat b = {ND_TYPE_Q4_0, Wx, N, Y1, K_LAYOUT_X16};
+        const k_mat b = {wt, Wx, N, Y1, K_LAYOUT_X16};
         T_EQ_INT(k_matmul_n(&env, &b, 1, K, X, 1, &err), 0);
         for (int64_t r = 0; r < N; r++) {
-            const double ref = q_vec_dot(ND_TYPE_Q4_0, W + (size_t)r * rb, ND_TYPE_Q8_0, aq, K);
-            const double bound = abs_sum(ND_TYPE_Q4_0, W + (size_t)r * rb, ND_TYPE_Q8_0, aq, K, wf, af);
-            T_CHECKF(fabs(Y1[r] - ref) <= 1e-5 * bound + 1e-30, "K %lld row %lld: %.9g vs reference %.9g",
-                     (long long)K, (long long)r, Y1[r], ref);
+            const double ref = q_vec_dot(wt, W + (size_t)r * rb, ND_TYPE_Q8_0, aq, K);
+            const double bound = abs_sum(wt, W + (size_t)r * rb, ND_TYPE_Q8_0, aq, K, wf, af);
+            T_CHECKF(fabs(Y1[r] - ref) <= 1e-5 * bound + 1e-30, "%s K %lld row %lld: %.9g vs reference %.9g",
+                     tname(wt), (long long)K, (long long)r, Y1[r], ref);
         }
         free(aq), free(wf), free(af);
     }

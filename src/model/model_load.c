@@ -396,13 +396,12 @@ size_t model_mats(const model_t *m, const model_mat **out) {
 static int repack_weights(model_t *m, nd_err *err) {
     k_kernels k;
     k_select(&k, K_ISA_BEST);
-    if (!k_x16_supported(&k, ND_TYPE_Q4_0)) return 0;
     const model_mat **mats = nd_malloc(MODEL_MATS_MAX(m) * sizeof *mats);
     if (!mats) return nd_seterr(err, ND_ENOMEM, "out of memory repacking the weights");
     const size_t n = model_mats(m, mats);
     size_t tmp_size = 0;
     for (size_t i = 0; i < n; i++)
-        if (k_x16_fits(mats[i]->type, mats[i]->k, mats[i]->n, mats[i]->data)) {
+        if (k_x16_supported(&k, mats[i]->type) && k_x16_fits(mats[i]->type, mats[i]->k, mats[i]->n, mats[i]->data)) {
             const size_t g = 16 * q_row_size(mats[i]->type, mats[i]->k);
             tmp_size = g > tmp_size ? g : tmp_size;
         }
@@ -413,14 +412,14 @@ static int repack_weights(model_t *m, nd_err *err) {
     }
     for (size_t i = 0; i < n; i++) {
         model_mat *w = (model_mat *)mats[i]; /* m is ours to change */
-        if (!k_x16_fits(w->type, w->k, w->n, w->data)) continue;
+        if (!k_x16_supported(&k, w->type) || !k_x16_fits(w->type, w->k, w->n, w->data)) continue;
         size_t j = 0;
         while (j < i && mats[j]->data != w->data) j++;
         if (j < i) { /* the same data seen before (tied output) */
             w->layout = mats[j]->layout;
             continue;
         }
-        k_x16_repack((void *)w->data, w->k, w->n, tmp);
+        k_x16_repack(w->type, (void *)w->data, w->k, w->n, tmp);
         w->layout = K_LAYOUT_X16;
         m->n_repacked++;
     }

@@ -208,37 +208,47 @@ TILE32(tile_q4_0, pack_q4_0)
 TILE32(tile_q5_0, pack_q5_0)
 #undef TILE32
 
-/* ================================================================ Q4_0, X16 layout */
+/* ================================================================ X16 layout */
 
-/* Rows already interleaved (kernels/x16.c): a block pair of the group is 576 bytes, the 16
- * fp16 d of block 2p then of 2p + 1 (64 bytes), then each block's 4 quant chunks of 64
- * bytes (chunk k: quant bytes 4k..4k+3 of rows 0..15). */
-#define X16_PAIR 576
-/* software prefetch distance of the decode kernel (tg128 0.5B, 3 rounds each, noisy: none
- * 206-213 t/s, 1 KB 189-193, 2 KB 190-211, 4 KB 210-214, 8 KB 206-209) */
+/* Rows already interleaved (kernels/x16.c): a block pair of the group is 32 * bb bytes, the
+ * 16 fp16 d of block 2p then of 2p + 1 (64 bytes), then each block's quant chunks of 64
+ * bytes (chunk k: quant bytes 4k..4k+3 of rows 0..15): 4 for Q4_0, 8 for Q8_0. */
+
+/* software prefetch distance of the decode kernels (Q4_0 tg128 0.5B, 3 rounds each,
+ * noisy: none 206-213 t/s, 1 KB 189-193, 2 KB 190-211, 4 KB 210-214, 8 KB 206-209) */
 #define X16_PF 4096
 
 /* decode: the tile's integers and float chain for one token, read straight from the
- * group (no repack): lane r = row r, seeded with the block's c = -8 * sum(a), low
- * nibbles against elements 4k.., high against 16 + 4k.. */
-void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *out) {
-    const uint8_t *G = group;
-    const gq_act32 *a = arow;
-    const int64_t nb = n / Q_QK;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+ * group (no repack): lane r = row r, seeded with the block's c (-8 or -128 x sum(a));
+ * Q4_0: low nibbles against elements 4k.., high against 16 + 4k..; Q8_0: bytes flipped to
+ * unsigned (x ^ 0x80) against elements 4k.. */
+INLINE void dot16(const uint8_t *G, const gq_act32 *a, int64_t nb, float *out, const int q8) {
+    const size_t bb = q8 ? sizeof(q_block_q8_0) : sizeof(q_block_q4_0), qb = 16 * (bb - 2);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *pair = G + (size_t)(b / 2) * X16_PAIR, *q = pair + 64 + (size_t)(b & 1) * 256;
-        /* the stream X16_PF bytes ahead: this block's 4 quant lines, and on odd blocks the
-         * next pair's d line (9 lines a pair) */
-        for (int l = 0; l < 4; l++) _mm_prefetch((const char *)q + X16_PF + 64 * l, _MM_HINT_T0);
-        if (b & 1) _mm_prefetch((const char *)pair + X16_PF + X16_PAIR, _MM_HINT_T0);
+        const uint8_t *pair = G + (size_t)(b / 2) * 32 * bb, *q = pair + 64 + (size_t)(b & 1) * qb;
+        /* the stream X16_PF bytes ahead: this block's quant lines, and on odd blocks the
+         * next pair's d line */
+        for (size_t l = 0; l < qb / 64; l++) _mm_prefetch((const char *)q + X16_PF + 64 * l, _MM_HINT_T0);
+        if (b & 1) _mm_prefetch((const char *)pair + X16_PF + 32 * bb, _MM_HINT_T0);
         __m512i lo = _mm512_set1_epi32(a[b].c), hi = _mm512_setzero_si512();
+        if (q8) {
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k += 2) {
+                lo = _mm512_dpbusd_epi32(lo, _mm512_xor_si512(_mm512_load_si512(q + 64 * k), flip),
+                                         bcast32(a[b].qs + 4 * k));
+                hi = _mm512_dpbusd_epi32(hi, _mm512_xor_si512(_mm512_load_si512(q + 64 * k + 64), flip),
+                                         bcast32(a[b].qs + 4 * k + 4));
+            }
+        } else {
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            const __m512i w = _mm512_load_si512(q + 64 * k);
-            lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(w, m4), bcast32(a[b].qs + 4 * k));
-            hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(_mm512_srli_epi16(w, 4), m4), bcast32(a[b].qs + 16 + 4 * k));
+            for (int k = 0; k < 4; k++) {
+                const __m512i w = _mm512_load_si512(q + 64 * k);
+                lo = _mm512_dpbusd_epi32(lo, _mm512_and_si512(w, m4), bcast32(a[b].qs + 4 * k));
+                hi = _mm512_dpbusd_epi32(hi, _mm512_and_si512(_mm512_srli_epi16(w, 4), m4),
+                                         bcast32(a[b].qs + 16 + 4 * k));
+            }
         }
         const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(pair + (size_t)(b & 1) * 32)));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), _mm512_mul_ps(d, _mm512_set1_ps(a[b].d)), acc);
@@ -246,22 +256,39 @@ void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *
     _mm512_storeu_ps(out, acc);
 }
 
-/* the activation layout of k_avx512_dot16_q4_0: the tiles' packed blocks */
+void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *out) {
+    dot16(group, arow, n / Q_QK, out, 0);
+}
+void k_avx512_dot16_q8_0(const void *group, const void *arow, int64_t n, float *out) {
+    dot16(group, arow, n / Q_QK, out, 1);
+}
+
+/* the activation layouts of the dot16 entries: the tiles' packed blocks */
 size_t k_avx512_prep16_q4_0(const void *arow, int64_t n, void *dst) {
     if (dst) act_pack_off8(arow, dst, n);
     return act32_size(n);
 }
+size_t k_avx512_prep16_q8_0(const void *arow, int64_t n, void *dst) {
+    if (dst) act_pack_off128(arow, dst, n);
+    return act32_size(n);
+}
 
-/* prefill: the group into the tile's packed blocks (loads instead of pack_q4_0's gathers) */
-static void pack_x16_q4_0(const uint8_t *G, int64_t nb, gw_blk32 *o) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
+/* prefill: a group into the tile's packed blocks (loads instead of the gathers of
+ * pack_q4_0 / pack_q8_0) */
+INLINE void pack_x16(const uint8_t *G, int64_t nb, gw_blk32 *o, const int q8) {
+    const size_t bb = q8 ? sizeof(q_block_q8_0) : sizeof(q_block_q4_0), qb = 16 * (bb - 2);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
     for (int64_t b = 0; b < nb; b++, o++) {
-        const uint8_t *pair = G + (size_t)(b / 2) * X16_PAIR, *q = pair + 64 + (size_t)(b & 1) * 256;
+        const uint8_t *pair = G + (size_t)(b / 2) * 32 * bb, *q = pair + 64 + (size_t)(b & 1) * qb;
         _mm512_store_ps(o->d, _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(pair + (size_t)(b & 1) * 32))));
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < (q8 ? 8 : 4); k++) {
             const __m512i v = _mm512_load_si512(q + 64 * k);
-            _mm512_store_si512(o->q[k], _mm512_and_si512(v, m4));
-            _mm512_store_si512(o->q[k + 4], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            if (q8) {
+                _mm512_store_si512(o->q[k], _mm512_xor_si512(v, flip));
+            } else {
+                _mm512_store_si512(o->q[k], _mm512_and_si512(v, m4));
+                _mm512_store_si512(o->q[k + 4], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            }
         }
     }
 }
@@ -269,7 +296,13 @@ static void pack_x16_q4_0(const uint8_t *G, int64_t nb, gw_blk32 *o) {
 static void tile_x16_q4_0(const void *W, size_t w_row, int nr, const void *P, size_t p_row, int64_t M, int64_t K,
                           float *Y, int64_t ldy, void *wtmp) {
     (void)w_row;
-    pack_x16_q4_0(W, K / Q_QK, wtmp);
+    pack_x16(W, K / Q_QK, wtmp, 0);
+    tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);
+}
+static void tile_x16_q8_0(const void *W, size_t w_row, int nr, const void *P, size_t p_row, int64_t M, int64_t K,
+                          float *Y, int64_t ldy, void *wtmp) {
+    (void)w_row;
+    pack_x16(W, K / Q_QK, wtmp, 1);
     tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);
 }
 
@@ -843,7 +876,8 @@ static void gemv_q6_K(const void *W, size_t w_row, int64_t N, const void *P, int
 
 /* ================================================================ tables */
 
-static const k_gemm_ops g_q8_0 = {"avx512-vnni", GR, act32_size, act_pack_off128, w32_size, tile_q8_0, gemv_q8_0, NULL};
+static const k_gemm_ops g_q8_0 = {"avx512-vnni", GR, act32_size, act_pack_off128, w32_size, tile_q8_0, gemv_q8_0,
+                                  tile_x16_q8_0};
 static const k_gemm_ops g_q4_0 = {"avx512-vnni", GR, act32_size, act_pack_off8, w32_size, tile_q4_0, gemv_q4_0,
                                   tile_x16_q4_0};
 static const k_gemm_ops g_q5_0 = {"avx512-vnni", GR, act32_size, act_pack_off16, w32_size, tile_q5_0, gemv_q5_0, NULL};
@@ -874,6 +908,8 @@ void k_install_gemm_avx512(k_kernels *k) {
         k->gemm[types[i]] = k_gemm_avx512_ops(types[i]);
     k->ops[ND_TYPE_Q4_0].vec_dot16 = k_avx512_dot16_q4_0; /* the X16 layout's decode side */
     k->ops[ND_TYPE_Q4_0].act_prep16 = k_avx512_prep16_q4_0;
+    k->ops[ND_TYPE_Q8_0].vec_dot16 = k_avx512_dot16_q8_0;
+    k->ops[ND_TYPE_Q8_0].act_prep16 = k_avx512_prep16_q8_0;
 }
 
 void k_install_gemm_avx512_bf16(k_kernels *k) { k->gemm[ND_TYPE_BF16] = &g_bf16; }
