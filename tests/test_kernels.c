@@ -762,7 +762,7 @@ static void test_matmul_best(void) {
 
 /* ---------------------------------------------------------- X16 layout */
 
-/* The X16 layout (Q4_0, Q8_0): repack and k_x16_row round-trip every row exactly; k_matmul_n on the
+/* The X16 layout (Q4_0, Q8_0, Q5_0): repack and k_x16_row round-trip every row exactly; k_matmul_n on the
  * repacked matrix gives the GGUF-layout product's bits for decode (M = 1), short batches
  * (the per-row path) and prefill tiles (M >= K_GEMM_MIN_TOKENS), and stays within the
  * scalar reference's tolerance through that. Random rows with random, zero, subnormal and
@@ -771,10 +771,11 @@ static void test_x16(void) {
     k_kernels k;
     k_select(&k, K_ISA_BEST);
     if (!k_x16_supported(&k, ND_TYPE_Q4_0) || !k_x16_supported(&k, ND_TYPE_Q8_0)) T_SKIP("no X16 kernels on this CPU");
+    const bool q5 = k_x16_supported(&k, ND_TYPE_Q5_0); /* with AVX512_BITALG */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 96, 32, (void *)(uintptr_t)64));   /* K % 64 */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 24, (void *)(uintptr_t)64));  /* N % 16 */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 32, (void *)(uintptr_t)96));  /* alignment */
-    T_CHECK(!k_x16_fits(ND_TYPE_Q5_0, 128, 32, (void *)(uintptr_t)64));  /* type */
+    T_CHECK(!k_x16_fits(ND_TYPE_Q5_1, 128, 32, (void *)(uintptr_t)64));  /* type */
     const int64_t Ks[] = {64, 896, 4864}, N = 48, Ms[] = {1, 5, 64, 70};
     const int64_t Kmax = 4864, Mmax = 70;
     const size_t rmax = q_row_size(ND_TYPE_Q8_0, Kmax);
@@ -787,8 +788,8 @@ static void test_x16(void) {
     nd_err err;
     nd_pool *pool = nd_pool_new(2, &err);
     const k_env env = {&k, pool, &sc};
-    const uint32_t wts[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0};
-    for (size_t ti = 0; ti < 2; ti++)
+    const uint32_t wts[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0, ND_TYPE_Q5_0};
+    for (size_t ti = 0; ti < (q5 ? 3u : 2u); ti++)
     for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
         const uint32_t wt = wts[ti];
         const int64_t K = Ks[ki];

@@ -1,8 +1,9 @@
-/* The X16 resident layout (kernels.h, K_LAYOUT_X16): Q4_0 / Q8_0 rows interleaved in groups
- * of 16.
+/* The X16 resident layout (kernels.h, K_LAYOUT_X16): Q4_0 / Q5_0 / Q8_0 rows interleaved in
+ * groups of 16.
  *
  * A group (16 rows of nb blocks, nb even) takes the bytes of its 16 rows. With bb the
- * block's bytes (an fp16 d, then qb = bb - 2 quant bytes: 16 for Q4_0, 32 for Q8_0), block
+ * block's bytes (an fp16 d, then qb = bb - 2 quant bytes: 16 for Q4_0, 20 for Q5_0 — its 4
+ * qh bytes, then the 16 qs —, 32 for Q8_0), block
  * pair p (blocks 2p, 2p + 1) is 32 * bb bytes at p * 32 * bb:
  *     [0, 32)          fp16 d of block 2p, rows 0..15
  *     [32, 64)         fp16 d of block 2p + 1
@@ -19,7 +20,7 @@
 #include "quant/quant.h"
 
 bool k_x16_fits(uint32_t wtype, int64_t K, int64_t N, const void *W) {
-    return (wtype == ND_TYPE_Q4_0 || wtype == ND_TYPE_Q8_0) && K > 0 && K % (2 * Q_QK) == 0 && N > 0 &&
+    return (wtype == ND_TYPE_Q4_0 || wtype == ND_TYPE_Q5_0 || wtype == ND_TYPE_Q8_0) && K > 0 && K % (2 * Q_QK) == 0 && N > 0 &&
            N % 16 == 0 && ((uintptr_t)W & 63) == 0;
 }
 

@@ -1325,6 +1325,8 @@ void k_install_avx512(k_kernels *k) {
 }
 
 void k_install_avx512_bitalg(k_kernels *k) {
+    k->ops[ND_TYPE_Q5_0].vec_dot16 = k_avx512_dot16_q5_0; /* the X16 layout's decode side */
+    k->ops[ND_TYPE_Q5_0].act_prep16 = k_avx512_prep16_q5_0;
     k->ops[ND_TYPE_Q5_0].vec_dot4 = k_avx512_dot4_q5_0;
     k->ops[ND_TYPE_Q5_0].vec_dot4n = k_avx512_dot4n_q5_0;
     k->ops[ND_TYPE_Q5_0].act_prep = k_avx512_prep_q4;

@@ -274,21 +274,32 @@ size_t k_avx512_prep16_q8_0(const void *arow, int64_t n, void *dst) {
 }
 
 /* prefill: a group into the tile's packed blocks (loads instead of the gathers of
- * pack_q4_0 / pack_q8_0) */
-INLINE void pack_x16(const uint8_t *G, int64_t nb, gw_blk32 *o, const int q8) {
-    const size_t bb = q8 ? sizeof(q_block_q8_0) : sizeof(q_block_q4_0), qb = 16 * (bb - 2);
+ * pack_q4_0 / pack_q8_0 / pack_q5_0); t: 0 Q4_0, 1 Q8_0, 2 Q5_0 (chunk 0 is qh, then qs) */
+INLINE void pack_x16(const uint8_t *G, int64_t nb, gw_blk32 *o, const int t) {
+    const size_t bb = t == 1 ? sizeof(q_block_q8_0) : t == 2 ? sizeof(q_block_q5_0) : sizeof(q_block_q4_0);
+    const size_t qb = 16 * (bb - 2);
     const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
+    const __m512i spread = _mm512_set1_epi32(0x00204081), b1 = _mm512_set1_epi8(1);
     for (int64_t b = 0; b < nb; b++, o++) {
         const uint8_t *pair = G + (size_t)(b / 2) * 32 * bb, *q = pair + 64 + (size_t)(b & 1) * qb;
         _mm512_store_ps(o->d, _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(pair + (size_t)(b & 1) * 32))));
-        for (int k = 0; k < (q8 ? 8 : 4); k++) {
-            const __m512i v = _mm512_load_si512(q + 64 * k);
-            if (q8) {
-                _mm512_store_si512(o->q[k], _mm512_xor_si512(v, flip));
-            } else {
-                _mm512_store_si512(o->q[k], _mm512_and_si512(v, m4));
-                _mm512_store_si512(o->q[k + 4], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+        if (t == 1) {
+            for (int k = 0; k < 8; k++) _mm512_store_si512(o->q[k], _mm512_xor_si512(_mm512_load_si512(q + 64 * k), flip));
+            continue;
+        }
+        const uint8_t *qs = t == 2 ? q + 64 : q;
+        const __m512i qh = t == 2 ? _mm512_load_si512(q) : _mm512_setzero_si512();
+        for (int k = 0; k < 4; k++) {
+            const __m512i v = _mm512_load_si512(qs + 64 * k);
+            __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            if (t == 2) { /* bits 4g..4g+3 of qh -> bit 4 of bytes 0..3 (x * 0x00204081: bit i lands at 8i) */
+                const __m512i h4l = _mm512_and_si512(_mm512_srli_epi32(qh, 4 * k), _mm512_set1_epi32(15));
+                const __m512i h4h = _mm512_and_si512(_mm512_srli_epi32(qh, 16 + 4 * k), _mm512_set1_epi32(15));
+                lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_mullo_epi32(h4l, spread), b1), 4));
+                hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_mullo_epi32(h4h, spread), b1), 4));
             }
+            _mm512_store_si512(o->q[k], lo);
+            _mm512_store_si512(o->q[k + 4], hi);
         }
     }
 }
@@ -304,6 +315,55 @@ static void tile_x16_q8_0(const void *W, size_t w_row, int nr, const void *P, si
     (void)w_row;
     pack_x16(W, K / Q_QK, wtmp, 1);
     tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);
+}
+static void tile_x16_q5_0(const void *W, size_t w_row, int nr, const void *P, size_t p_row, int64_t M, int64_t K,
+                          float *Y, int64_t ldy, void *wtmp) {
+    (void)w_row;
+    pack_x16(W, K / Q_QK, wtmp, 2);
+    tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);
+}
+
+/* Q5_0 decode (AVX512_BITALG): the fifth bits of a chunk come from the block's qh dwords
+ * (chunk 0 of the block: one per row) with vpshufbitqmb: mask bit k (byte k = row k / 4,
+ * element i = k % 4 of the chunk) selects bit 32 * (row & 1) + 4j + i (+ 16 for the high
+ * nibbles) of the qword holding that row's qh, then byte k gets 0x10. */
+__attribute__((target("avx512bitalg"))) void k_avx512_dot16_q5_0(const void *group, const void *arow, int64_t n,
+                                                                 float *out) {
+    const uint8_t *G = group;
+    const gq_act32 *a = arow;
+    const int64_t nb = n / Q_QK;
+    const size_t bb = sizeof(q_block_q5_0);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), c10 = _mm512_set1_epi8(0x10);
+    /* bytes of a qword: rows 2m (bits 0..3 of the low dword) and 2m + 1 (32..35) */
+    const __m512i base = _mm512_set1_epi64(0x2322212003020100);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *pair = G + (size_t)(b / 2) * 32 * bb, *q = pair + 64 + (size_t)(b & 1) * 320;
+        for (int l = 0; l < 5; l++) _mm_prefetch((const char *)q + X16_PF + 64 * l, _MM_HINT_T0);
+        if (b & 1) _mm_prefetch((const char *)pair + X16_PF + 32 * bb, _MM_HINT_T0);
+        const __m512i qh = _mm512_load_si512(q);
+        __m512i lo = _mm512_set1_epi32(a[b].c), hi = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m512i w = _mm512_load_si512(q + 64 + 64 * k);
+            const __m512i il = _mm512_add_epi8(base, _mm512_set1_epi8((char)(4 * k)));
+            const __m512i ih = _mm512_add_epi8(base, _mm512_set1_epi8((char)(16 + 4 * k)));
+            const __m512i vl = _mm512_or_si512(_mm512_and_si512(w, m4),
+                                               _mm512_maskz_mov_epi8(_mm512_bitshuffle_epi64_mask(qh, il), c10));
+            const __m512i vh = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(w, 4), m4),
+                                               _mm512_maskz_mov_epi8(_mm512_bitshuffle_epi64_mask(qh, ih), c10));
+            lo = _mm512_dpbusd_epi32(lo, vl, bcast32(a[b].qs + 4 * k));
+            hi = _mm512_dpbusd_epi32(hi, vh, bcast32(a[b].qs + 16 + 4 * k));
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(pair + (size_t)(b & 1) * 32)));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), _mm512_mul_ps(d, _mm512_set1_ps(a[b].d)), acc);
+    }
+    _mm512_storeu_ps(out, acc);
+}
+
+size_t k_avx512_prep16_q5_0(const void *arow, int64_t n, void *dst) {
+    if (dst) act_pack_off16(arow, dst, n);
+    return act32_size(n);
 }
 
 /* ================================================================ K-quants x Q8_K */
@@ -880,7 +940,8 @@ static const k_gemm_ops g_q8_0 = {"avx512-vnni", GR, act32_size, act_pack_off128
                                   tile_x16_q8_0};
 static const k_gemm_ops g_q4_0 = {"avx512-vnni", GR, act32_size, act_pack_off8, w32_size, tile_q4_0, gemv_q4_0,
                                   tile_x16_q4_0};
-static const k_gemm_ops g_q5_0 = {"avx512-vnni", GR, act32_size, act_pack_off16, w32_size, tile_q5_0, gemv_q5_0, NULL};
+static const k_gemm_ops g_q5_0 = {"avx512-vnni", GR, act32_size, act_pack_off16, w32_size, tile_q5_0, gemv_q5_0,
+                                  tile_x16_q5_0};
 static const k_gemm_ops g_q4_K = {"avx512-vnni", GR, NULL, NULL, wq4k_size, tile_q4_K, gemv_q4_K, NULL};
 static const k_gemm_ops g_q6_K = {"avx512-vnni", GR, NULL, NULL, wq6k_size, tile_q6_K, gemv_q6_K, NULL};
 static const k_gemm_ops g_f16 = {"avx512", GR * HRV, actf16_size, act_pack_f16, wf16_size, tile_f16, gemv_f16, NULL};
