@@ -215,7 +215,9 @@ TILE32(tile_q5_0, pack_q5_0)
  * bytes (chunk k: quant bytes 4k..4k+3 of rows 0..15): 4 for Q4_0, 8 for Q8_0. */
 
 /* software prefetch distance of the decode kernels (Q4_0 tg128 0.5B, 3 rounds each,
- * noisy: none 206-213 t/s, 1 KB 189-193, 2 KB 190-211, 4 KB 210-214, 8 KB 206-209) */
+ * noisy: none 206-213 t/s, 1 KB 189-193, 2 KB 190-211, 4 KB 210-214, 8 KB 206-209; one
+ * matrix from RAM, 2 threads, Q4_0 / Q8_0 at K = 896 and 4864: 4 KB best or tied, 8-32 KB
+ * 5-15% slower) */
 #define X16_PF 4096
 
 /* decode: the tile's integers and float chain for one token, read straight from the
