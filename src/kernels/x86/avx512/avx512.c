@@ -403,6 +403,14 @@ float k_avx512_dot_q2_K(const void *w, const void *a, int64_t n) {
  * same ~8 KiB at K = 896) decode 1.05x faster than 2 (A/B, tg128 0.5B Q4_0, 4 rounds
  * 0.999-1.061), 1 group 0.93x, 8 groups 0.97x; Q8_0 at 4 groups 0.96x. */
 #define PF_GROUPS_Q4 4
+/* The K-quant 4-row kernels: as many whole groups as make ~8 KB, at least one. A fixed 2
+ * groups put 22-32 KB in flight at K = 4864 (Q4_K / Q6_K ffn_down); 1 group there: Q4_K_M
+ * 0.5B tg128 1.03x (7 rounds, median), while K = 1536 rows (1.5B Q4_K) keep 2 (1 group
+ * was 0.94x). */
+static inline size_t pf_ahead_k(size_t stride) {
+    const size_t g = 4 * stride, n = (8192 + g / 2) / g;
+    return (n ? n : 1) * g;
+}
 
 /* Q4_0: four blocks (72 bytes of a row) a step, one 512-bit vector per row: 128-bit
  * segment j = the 16 quant bytes of block j, cut out of two loads with one word permute
@@ -1013,7 +1021,7 @@ void k_avx512_dot4_q6_K(const void *w, size_t stride, const void *a, int64_t n, 
     const uint8_t *p = w;
     const q_block_q8_K *y = a;
     const int64_t nb = n / Q_QK_K;
-    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    const char *pf = (const char *)p + pf_ahead_k(stride);
     __m512 acc01 = _mm512_setzero_ps(), acc23 = _mm512_setzero_ps(); /* [row 0 | row 1], [2 | 3] */
     for (int64_t b = 0; b < nb; b++) {
         for (int l = 0; l < 14; l++) _mm_prefetch(pf + 4 * 210 * b + 64 * l, _MM_HINT_T0); /* 840 bytes */
@@ -1048,7 +1056,7 @@ void k_avx512_dot4_q4_K(const void *w, size_t stride, const void *a, int64_t n, 
     const uint8_t *p = w;
     const q_block_q8_K *y = a;
     const int64_t nb = n / Q_QK_K;
-    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    const char *pf = (const char *)p + pf_ahead_k(stride);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     /* scale lanes: half h, low nibbles: sub-blocks 4h | 4h + 2; high: 4h + 1 | 4h + 3 */
     const __m512i isl[2] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
@@ -1107,7 +1115,7 @@ Q4_INLINE void kq_dot4n(const void *w, size_t stride, const void *a, size_t as, 
     const int64_t nb = n / Q_QK_K;
     const size_t bb = five ? sizeof(q_block_q5_K) : sizeof(q_block_q4_K);
     const size_t qs_off = five ? offsetof(q_block_q5_K, qs) : offsetof(q_block_q4_K, qs);
-    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    const char *pf = (const char *)p + pf_ahead_k(stride);
     const __m512i m4 = _mm512_set1_epi8(0x0F), b1 = _mm512_set1_epi8(1);
     const __m512i isl[2] = {_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2),
                             _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6)};
@@ -1228,7 +1236,7 @@ Q4_INLINE void q6k_dot4n(const void *w, size_t stride, const void *a, size_t as,
                          float *out, size_t os) {
     const uint8_t *p = w;
     const int64_t nb = n / Q_QK_K;
-    const char *pf = (const char *)p + PF_GROUPS * 4 * stride;
+    const char *pf = (const char *)p + pf_ahead_k(stride);
     const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(3);
     const __m512i shA = shifts2(0, 2), shB = shifts2(4, 6);
     __m512 acc[2][4];
