@@ -391,8 +391,8 @@ size_t model_mats(const model_t *m, const model_mat **out) {
 }
 
 /* Repacks, in place, every copied matrix this CPU's kernels have a faster layout for (one
- * pass per distinct data: a tied output is tok_embd). Matrices are marked with their
- * layout; embeddings read through k_x16_row. */
+ * pass per distinct data: a tied output is tok_embd; an untied tok_embd stays as it is).
+ * Matrices are marked with their layout; a repacked embedding is read through k_x16_row. */
 static int repack_weights(model_t *m, nd_err *err) {
     k_kernels k;
     k_select(&k, K_ISA_BEST);
@@ -413,6 +413,8 @@ static int repack_weights(model_t *m, nd_err *err) {
     for (size_t i = 0; i < n; i++) {
         model_mat *w = (model_mat *)mats[i]; /* m is ours to change */
         if (!k_x16_supported(&k, w->type) || !k_x16_fits(w->type, w->k, w->n, w->data)) continue;
+        /* a token embedding that is not also the output is only ever read a row at a time */
+        if (w == &m->tok_embd && w->data != m->output.data) continue;
         size_t j = 0;
         while (j < i && mats[j]->data != w->data) j++;
         if (j < i) { /* the same data seen before (tied output) */
