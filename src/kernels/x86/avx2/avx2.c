@@ -68,7 +68,7 @@ int k_avx2_quantize_q8_0(const float *x, void *dst, int64_t n) {
     q_block_q8_0 *y = dst;
     for (int64_t i = 0; i < n / Q_QK; i++) {
         const float d = quant_block32(x + i * Q_QK, y[i].qs, NULL);
-        y[i].d = nd_fp32_to_fp16(d);
+        y[i].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
     }
     return 0;
 }
@@ -79,8 +79,8 @@ int k_avx2_quantize_q8_1(const float *x, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / Q_QK; i++) {
         int sum;
         const float d = quant_block32(x + i * Q_QK, y[i].qs, &sum);
-        y[i].d = nd_fp32_to_fp16(d);
-        y[i].s = nd_fp32_to_fp16(d * (float)sum);
+        y[i].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+        y[i].s = (uint16_t)_cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
     }
     return 0;
 }
