@@ -50,6 +50,7 @@ typedef struct srv_params {
     double shutdown_grace;  /* seconds running generations may finish after stop; < 0 = 5 */
     int kv_type;            /* ND_TYPE_F16 (0 = default) or ND_TYPE_F32 */
     int weights;            /* model_weights: 0 auto, 1 mmap, 2 copy */
+    bool no_repack;         /* model_load_params.no_repack (--no-repack) */
     nd_logger log;          /* request / lifecycle log; fn NULL = silent */
     /* speculative decoding (all 0 = off): the drafter requests get unless they say otherwise
      * (request field "speculative"); flags and meanings as `nindub run` */

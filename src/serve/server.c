@@ -123,7 +123,7 @@ static int load(srv_t *s, nd_err *err) {
         gguf_close(g);
         return nd_preerr(err, "tokenizer: ");
     }
-    const model_load_params lp = {.weights = (model_weights)s->p.weights};
+    const model_load_params lp = {.weights = (model_weights)s->p.weights, .no_repack = s->p.no_repack};
     if (!(s->m = model_load_gguf_ex(g, &lp, err))) {
         gguf_close(g);
         return err->code;

@@ -30,6 +30,8 @@ static void usage(FILE *f) {
             "  --kv f16|f32         KV cache type (default f16)\n"
             "  --weights W          auto|mmap|copy: weights copied into huge pages or left in the\n"
             "                       file mapping (default auto: copy when it fits in free memory)\n"
+            "  --no-repack          keep copied weights in GGUF's layout (default: Q4_0, Q5_0 and\n"
+            "                       Q8_0 are interleaved for the AVX-512 decode kernels there)\n"
             "  -v                   log more\n"
             "speculative decoding by default (requests may override with \"speculative\"; same flags as run):\n"
             "  --draft FILE         draft model with the same vocabulary (one per server, own context per slot)\n"
@@ -85,6 +87,10 @@ static int parse(int argc, char **argv, srv_params *p, bool *verbose) {
         }
         if (!strcmp(a, "-v")) {
             *verbose = true;
+            continue;
+        }
+        if (!strcmp(a, "--no-repack")) {
+            p->no_repack = true;
             continue;
         }
         if (i + 1 >= argc) {
