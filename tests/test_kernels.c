@@ -762,7 +762,7 @@ static void test_matmul_best(void) {
 
 /* ---------------------------------------------------------- X16 layout */
 
-/* The X16 layout (Q4_0, Q8_0, Q5_0): repack and k_x16_row round-trip every row exactly; k_matmul_n on the
+/* The X16 layout (Q4_0, Q8_0, Q5_0, Q4_K): repack and k_x16_row round-trip every row exactly; k_matmul_n on the
  * repacked matrix gives the GGUF-layout product's bits for decode (M = 1), short batches
  * (the per-row path) and prefill tiles (M >= K_GEMM_MIN_TOKENS), and stays within the
  * scalar reference's tolerance through that. Random rows with random, zero, subnormal and
@@ -772,11 +772,12 @@ static void test_x16(void) {
     k_select(&k, K_ISA_BEST);
     if (!k_x16_supported(&k, ND_TYPE_Q4_0) || !k_x16_supported(&k, ND_TYPE_Q8_0)) T_SKIP("no X16 kernels on this CPU");
     const bool q5 = k_x16_supported(&k, ND_TYPE_Q5_0); /* with AVX512_BITALG */
+    int tested = 0;
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 96, 32, (void *)(uintptr_t)64));   /* K % 64 */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 24, (void *)(uintptr_t)64));  /* N % 16 */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 32, (void *)(uintptr_t)96));  /* alignment */
     T_CHECK(!k_x16_fits(ND_TYPE_Q5_1, 128, 32, (void *)(uintptr_t)64));  /* type */
-    const int64_t Ks[] = {64, 896, 4864}, N = 48, Ms[] = {1, 5, 64, 70};
+    const int64_t Ks[] = {64, 256, 896, 4864}, N = 48, Ms[] = {1, 5, 64, 70};
     const int64_t Kmax = 4864, Mmax = 70;
     const size_t rmax = q_row_size(ND_TYPE_Q8_0, Kmax);
     uint8_t *W = aligned_alloc(64, rmax * N), *Wx = aligned_alloc(64, rmax * N), *tmp = malloc(16 * rmax);
@@ -788,14 +789,16 @@ static void test_x16(void) {
     nd_err err;
     nd_pool *pool = nd_pool_new(2, &err);
     const k_env env = {&k, pool, &sc};
-    const uint32_t wts[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0, ND_TYPE_Q5_0};
-    for (size_t ti = 0; ti < (q5 ? 3u : 2u); ti++)
+    const uint32_t wts[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0, ND_TYPE_Q4_K, ND_TYPE_Q5_0};
+    for (size_t ti = 0; ti < (q5 ? 4u : 3u); ti++)
     for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
         const uint32_t wt = wts[ti];
         const int64_t K = Ks[ki];
+        if (!k_x16_supported(&k, wt) || !k_x16_fits(wt, K, N, W)) continue;
         const size_t rb = q_row_size(wt, K);
         for (int64_t r = 0; r < N; r++) gen_weights(wt, W + (size_t)r * rb, K, (int)(r % M_COUNT), &sd);
         memcpy(Wx, W, rb * N);
+        tested++;
         k_x16_repack(wt, Wx, K, N, tmp);
         T_CHECK(memcmp(Wx, W, rb * N) != 0);
         int bad_rows = 0;
@@ -815,19 +818,21 @@ static void test_x16(void) {
                      (long long)M);
         }
         /* and against the scalar reference, row by row (decode) */
-        uint8_t *aq = malloc(q_row_size(ND_TYPE_Q8_0, K));
+        const uint32_t at = q_vec_dot_type(wt);
+        uint8_t *aq = malloc(q_row_size(at, K));
         float *wf = malloc(sizeof(float) * (size_t)K), *af = malloc(sizeof(float) * (size_t)K);
-        q_quantize_act(ND_TYPE_Q8_0, X, aq, K);
+        q_quantize_act(at, X, aq, K);
         const k_mat b = {wt, Wx, N, Y1, K_LAYOUT_X16};
         T_EQ_INT(k_matmul_n(&env, &b, 1, K, X, 1, &err), 0);
         for (int64_t r = 0; r < N; r++) {
-            const double ref = q_vec_dot(wt, W + (size_t)r * rb, ND_TYPE_Q8_0, aq, K);
-            const double bound = abs_sum(wt, W + (size_t)r * rb, ND_TYPE_Q8_0, aq, K, wf, af);
+            const double ref = q_vec_dot(wt, W + (size_t)r * rb, at, aq, K);
+            const double bound = abs_sum(wt, W + (size_t)r * rb, at, aq, K, wf, af);
             T_CHECKF(fabs(Y1[r] - ref) <= 1e-5 * bound + 1e-30, "%s K %lld row %lld: %.9g vs reference %.9g",
                      tname(wt), (long long)K, (long long)r, Y1[r], ref);
         }
         free(aq), free(wf), free(af);
     }
+    T_EQ_INT(tested, q5 ? 14 : 10); /* (type, K) pairs: Q4_0 / Q8_0 / Q5_0 x 4 K, Q4_K x 2 */
     /* a table without the kernels refuses the layout instead of misreading it */
     k_kernels ks;
     k_select(&ks, K_ISA_SCALAR);

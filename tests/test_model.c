@@ -524,12 +524,13 @@ static void test_weights_copy(void) {
         T_CHECKF(rss >= 0 && rss <= (long)(b->gguf->data_offset >> 10) + 128,
                  "%s: mapping RSS %ld kB after the copy (header %llu kB, data %ld kB)", names[k], rss,
                  (unsigned long long)(b->gguf->data_offset >> 10), data_kb);
-        /* Q4_0 / Q8_0 on a CPU with the X16 kernels: repacked, and still the same bits,
-         * from the per-row dots (12 tokens) and from the prefill tiles (80) */
+        /* Q4_0 / Q8_0 / Q4_K on a CPU with the X16 kernels: repacked, and still the same
+         * bits, from the per-row dots (12 tokens) and from the prefill tiles (80) */
         k_kernels kk;
         k_select(&kk, K_ISA_BEST);
         if ((strstr(names[k], "q4_0") && k_x16_supported(&kk, ND_TYPE_Q4_0)) ||
-            (strstr(names[k], "q8_0") && k_x16_supported(&kk, ND_TYPE_Q8_0)))
+            (strstr(names[k], "q8_0") && k_x16_supported(&kk, ND_TYPE_Q8_0)) ||
+            (strstr(names[k], "q4_k") && k_x16_supported(&kk, ND_TYPE_Q4_K)))
             T_CHECKF(model_weights_repacked(b) > 0 && model_weights_repacked(a) == 0, "%s: %d matrices repacked",
                      names[k], model_weights_repacked(b));
         for (int n = 12; n <= 80; n += 68) {

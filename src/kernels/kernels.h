@@ -56,7 +56,7 @@ typedef struct k_ops {
     k_vec_dot4n_fn vec_dot4n; /* optional (NULL, needs vec_dot4): 4 rows x several tokens */
     k_act_prep_fn act_prep;  /* optional (NULL): the activation layout of vec_dot4 / vec_dot4n */
     k_vec_dot16_fn vec_dot16; /* optional (NULL): weights in the X16 layout */
-    k_act_prep_fn act_prep16; /* with vec_dot16: its activation layout */
+    k_act_prep_fn act_prep16; /* optional with vec_dot16: its activation layout (NULL: the quantized row) */
 } k_ops;
 
 /* Element-wise and attention kernels (the non-matmul work of a layer; at decode it runs on
@@ -131,7 +131,8 @@ typedef struct k_env {
 
 /* Resident weight layouts (k_mat.layout).
  *   K_LAYOUT_ROWS  GGUF's: one row after another.
- *   K_LAYOUT_X16   Q4_0, Q5_0, Q8_0 (kernels/x16.c): rows interleaved block by block in groups of
+ *   K_LAYOUT_X16   Q4_0, Q5_0, Q8_0, Q4_K (kernels/x16.c): rows interleaved block by block
+ *                  in groups of
  *                  16, so a 512-bit load holds a quant dword of each of 16 rows and a group
  *                  is one sequential stream. A group takes exactly the bytes of its rows, so
  *                  row r's group starts where row r / 16 * 16 did. Made once at load, in
@@ -139,8 +140,8 @@ typedef struct k_env {
  *                  have the layout (k_x16_supported); outputs are bit-identical to
  *                  K_LAYOUT_ROWS. */
 enum { K_LAYOUT_ROWS = 0, K_LAYOUT_X16 = 1 };
-/* the shape and address allow X16: Q4_0, Q5_0 or Q8_0, K % 64 == 0, N % 16 == 0, W 64-byte
- * aligned */
+/* the shape and address allow X16: Q4_0, Q5_0 or Q8_0 with K % 64 == 0, or Q4_K; N % 16 == 0,
+ * W 64-byte aligned */
 bool k_x16_fits(uint32_t wtype, int64_t K, int64_t N, const void *W);
 /* k has every kernel the layout needs for wtype (decode, short batches, prefill tiles) */
 bool k_x16_supported(const k_kernels *k, uint32_t wtype);

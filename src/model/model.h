@@ -113,7 +113,7 @@ typedef enum model_weights {
 typedef struct model_load_params {
     model_weights weights;
     /* Copied weights are repacked in place into the layout of this CPU's fastest decode
-     * kernels where there is one (Q4_0, Q5_0, Q8_0 on AVX-512: K_LAYOUT_X16); true keeps GGUF's. */
+     * kernels where there is one (Q4_0, Q5_0, Q8_0, Q4_K on AVX-512: K_LAYOUT_X16); true keeps GGUF's. */
     bool no_repack;
 } model_load_params;
 

@@ -214,7 +214,7 @@ static void usage(FILE *f) {
                "  --kv f16|f32   KV cache type (default f16)\n"
                "  --weights W    auto|mmap|copy: weights copied into huge pages or left in the file\n"
                "                 mapping (default auto: copy when it fits in free memory)\n"
-               "  --no-repack    keep copied weights in GGUF's layout (no X16 Q4_0 / Q5_0 / Q8_0)\n"
+               "  --no-repack    keep copied weights in GGUF's layout (no X16 Q4_0 / Q5_0 / Q8_0 / Q4_K)\n"
                "speculative decoding (greedy generation of -n tokens after a prompt, plain vs speculative):\n"
                "  --draft FILE | --spec ngram   [--draft-max N] [--draft-min N] [--draft-p-min P] [--draft-fixed]\n"
                "  [--draft-threads N] [--draft-async] [--ngram-min N] [--ngram-max N]   as for nindub run\n"

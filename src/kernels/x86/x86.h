@@ -58,6 +58,7 @@ void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *
 void k_avx512_dot16_q8_0(const void *group, const void *arow, int64_t n, float *out);
 size_t k_avx512_prep16_q4_0(const void *arow, int64_t n, void *dst);
 size_t k_avx512_prep16_q8_0(const void *arow, int64_t n, void *dst);
+void k_avx512_dot16_q4_K(const void *group, const void *arow, int64_t n, float *out);
 /* Q5_0 (also AVX512_BITALG) */
 void k_avx512_dot16_q5_0(const void *group, const void *arow, int64_t n, float *out);
 size_t k_avx512_prep16_q5_0(const void *arow, int64_t n, void *dst);

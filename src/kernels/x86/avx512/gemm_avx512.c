@@ -376,6 +376,73 @@ size_t k_avx512_prep16_q5_0(const void *arow, int64_t n, void *dst) {
     return act32_size(n);
 }
 
+/* ================================================================ Q4_K, X16 layout */
+
+/* The 16 rows' sub-block scales and mins of one X16 super-block (chunks 1..3 = the 12
+ * scale bytes as dwords u0, u1, u2), unpacked as unpack_scales_k4 does, lane r = row r:
+ * sc[j] / mn[j], j < 8, as int32. */
+INLINE void x16_scales_k4(const uint8_t *blk, __m512i sc[8], __m512i mn[8]) {
+    const __m512i u0 = _mm512_load_si512(blk + 64), u1 = _mm512_load_si512(blk + 128),
+                  u2 = _mm512_load_si512(blk + 192);
+    const __m512i k3f = _mm512_set1_epi32(0x3f3f3f3f), k0f = _mm512_set1_epi32(0x0f0f0f0f),
+                  k30 = _mm512_set1_epi32(0x30303030), ff = _mm512_set1_epi32(0xff);
+    const __m512i s_lo = _mm512_and_si512(u0, k3f), m_lo = _mm512_and_si512(u1, k3f);
+    const __m512i s_hi = _mm512_or_si512(_mm512_and_si512(u2, k0f), _mm512_and_si512(_mm512_srli_epi32(u0, 2), k30));
+    const __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), k0f),
+                                         _mm512_and_si512(_mm512_srli_epi32(u1, 2), k30));
+    for (int j = 0; j < 4; j++) {
+        sc[j] = _mm512_and_si512(_mm512_srli_epi32(s_lo, 8 * j), ff);
+        sc[j + 4] = _mm512_and_si512(_mm512_srli_epi32(s_hi, 8 * j), ff);
+        mn[j] = _mm512_and_si512(_mm512_srli_epi32(m_lo, 8 * j), ff);
+        mn[j + 4] = _mm512_and_si512(_mm512_srli_epi32(m_hi, 8 * j), ff);
+    }
+}
+
+/* decode: k_avx2_dot_q4_K's integers and float sequence for 16 rows at once — its 8 float
+ * lanes (lane l: bytes 4l..4l+3 of every 32-byte quant chunk, times the sub-block scale)
+ * become 8 accumulators of 16 rows, summed at the end in hsum_ps's order; the mins term is
+ * its scalar mul-then-add per super-block. Bit-identical to vec_dot4 / vec_dot on the rows. */
+void k_avx512_dot16_q4_K(const void *group, const void *arow, int64_t n, float *out) {
+    const uint8_t *G = group;
+    const q_block_q8_K *y = arow;
+    const int64_t nb = n / Q_QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[8], summ = _mm512_setzero_ps();
+    for (int l = 0; l < 8; l++) acc[l] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = G + (size_t)b * 16 * sizeof(q_block_q4_K);
+        for (int l = 0; l < 36; l++) _mm_prefetch((const char *)blk + X16_PF + 64 * l, X16_HINT);
+        const __m512i dd = _mm512_load_si512(blk);
+        const __m512 yd = _mm512_set1_ps(y[b].d);
+        const __m512 d = _mm512_mul_ps(yd, half_lo(dd)), dmin = _mm512_mul_ps(yd, half_lo(_mm512_srli_epi32(dd, 16)));
+        __m512i sc[8], mn[8];
+        x16_scales_k4(blk, sc, mn);
+        __m512i ms = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++)
+            ms = _mm512_add_epi32(ms, _mm512_mullo_epi32(mn[j], _mm512_set1_epi32(y[b].bsums[2 * j] + y[b].bsums[2 * j + 1])));
+        summ = _mm512_add_ps(summ, _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(ms)));
+        __m512i is[8];
+        for (int l = 0; l < 8; l++) is[l] = _mm512_setzero_si512();
+        for (int j = 0; j < 4; j++) {
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++) {
+                const __m512i w = _mm512_load_si512(blk + 64 * (4 + 8 * j + l));
+                const __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(w, m4),
+                                                       bcast32(y[b].qs + 64 * j + 4 * l));
+                const __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                       _mm512_and_si512(_mm512_srli_epi16(w, 4), m4),
+                                                       bcast32(y[b].qs + 64 * j + 32 + 4 * l));
+                is[l] = _mm512_add_epi32(is[l], _mm512_add_epi32(_mm512_mullo_epi32(lo, sc[2 * j]),
+                                                                 _mm512_mullo_epi32(hi, sc[2 * j + 1])));
+            }
+        }
+        for (int l = 0; l < 8; l++) acc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(is[l]), acc[l]);
+    }
+    const __m512 h = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[4]), _mm512_add_ps(acc[2], acc[6])),
+                                   _mm512_add_ps(_mm512_add_ps(acc[1], acc[5]), _mm512_add_ps(acc[3], acc[7])));
+    _mm512_storeu_ps(out, _mm512_sub_ps(h, summ));
+}
+
 /* ================================================================ K-quants x Q8_K */
 
 /* The activations are the Q8_K rows as quantized (act_pack NULL): d at +0, qs at +4,
@@ -477,6 +544,35 @@ static void tile_q4_K(const void *W, size_t w_row, int nr, const void *P, size_t
     const int64_t nb = K / Q_QK_K;
     const __mmask16 m = row_mask(nr);
     pack_q4_K(W, w_row, nr, nb, wtmp);
+    TILE_TOKENS(tile_q4k_T, (const gw_q4k *)wtmp, nb)
+}
+
+/* prefill: an X16 Q4_K group into the tile's packed super-blocks (loads, no gathers) */
+static void tile_x16_q4_K(const void *W, size_t w_row, int nr, const void *P, size_t p_row,
+                          int64_t M, int64_t K, float *Y, int64_t ldy, void *wtmp) {
+    (void)w_row;
+    const int64_t nb = K / Q_QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    gw_q4k *o = wtmp;
+    for (int64_t b = 0; b < nb; b++, o++) {
+        const uint8_t *blk = (const uint8_t *)W + (size_t)b * 16 * sizeof(q_block_q4_K);
+        const __m512i dd = _mm512_load_si512(blk);
+        _mm512_store_ps(o->d, half_lo(dd));
+        _mm512_store_ps(o->dmin, half_lo(_mm512_srli_epi32(dd, 16)));
+        __m512i sc[8], mn[8];
+        x16_scales_k4(blk, sc, mn);
+        for (int j = 0; j < 8; j++) {
+            _mm512_store_si512(o->sc[j], sc[j]);
+            _mm512_store_si512(o->mn[j], _mm512_or_si512(mn[j], _mm512_slli_epi32(mn[j], 16)));
+        }
+        for (int c = 0; c < 4; c++)
+            for (int g = 0; g < 8; g++) {
+                const __m512i v = _mm512_load_si512(blk + 64 * (4 + 8 * c + g));
+                _mm512_store_si512(o->q[2 * c][g], _mm512_and_si512(v, m4));
+                _mm512_store_si512(o->q[2 * c + 1][g], _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+            }
+    }
+    const __mmask16 m = row_mask(nr);
     TILE_TOKENS(tile_q4k_T, (const gw_q4k *)wtmp, nb)
 }
 
@@ -952,7 +1048,7 @@ static const k_gemm_ops g_q4_0 = {"avx512-vnni", GR, act32_size, act_pack_off8, 
                                   tile_x16_q4_0};
 static const k_gemm_ops g_q5_0 = {"avx512-vnni", GR, act32_size, act_pack_off16, w32_size, tile_q5_0, gemv_q5_0,
                                   tile_x16_q5_0};
-static const k_gemm_ops g_q4_K = {"avx512-vnni", GR, NULL, NULL, wq4k_size, tile_q4_K, gemv_q4_K, NULL};
+static const k_gemm_ops g_q4_K = {"avx512-vnni", GR, NULL, NULL, wq4k_size, tile_q4_K, gemv_q4_K, tile_x16_q4_K};
 static const k_gemm_ops g_q6_K = {"avx512-vnni", GR, NULL, NULL, wq6k_size, tile_q6_K, gemv_q6_K, NULL};
 static const k_gemm_ops g_f16 = {"avx512", GR * HRV, actf16_size, act_pack_f16, wf16_size, tile_f16, gemv_f16, NULL};
 static const k_gemm_ops g_bf16 = {"avx512-bf16", GR * HRV, actbf16_size, act_pack_bf16, wbf16_size, tile_bf16, gemv_bf16, NULL};
@@ -981,6 +1077,7 @@ void k_install_gemm_avx512(k_kernels *k) {
     k->ops[ND_TYPE_Q4_0].act_prep16 = k_avx512_prep16_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot16 = k_avx512_dot16_q8_0;
     k->ops[ND_TYPE_Q8_0].act_prep16 = k_avx512_prep16_q8_0;
+    k->ops[ND_TYPE_Q4_K].vec_dot16 = k_avx512_dot16_q4_K; /* on the Q8_K rows as quantized */
 }
 
 void k_install_gemm_avx512_bf16(k_kernels *k) { k->gemm[ND_TYPE_BF16] = &g_bf16; }
