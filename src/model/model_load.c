@@ -377,22 +377,35 @@ int model_weights_parse(const char *s, model_weights *out, nd_err *err) {
 bool model_weights_copied(const model_t *m) { return m && m->wcopy; }
 int model_weights_repacked(const model_t *m) { return m ? m->n_repacked : 0; }
 
+/* A layer's weight matrices, absent ones (data NULL) included: the one list of them. */
+#define LAYER_MATS 8
+_Static_assert(LAYER_MATS == 8, "MODEL_MATS_MAX (model.h) counts 8 matrices a layer");
+static void layer_mats(model_layer *L, model_mat *out[LAYER_MATS]) {
+    model_mat *lm[LAYER_MATS] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    memcpy(out, lm, sizeof lm);
+}
+
 size_t model_mats(const model_t *m, const model_mat **out) {
     size_t n = 0;
     if (m->tok_embd.data) out[n++] = &m->tok_embd;
     if (m->output.data) out[n++] = &m->output;
     for (int64_t il = 0; il < m->hp.n_layer; il++) {
-        const model_layer *L = &m->layers[il];
-        const model_mat *lm[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++)
+        model_mat *lm[LAYER_MATS];
+        layer_mats(&m->layers[il], lm);
+        for (int i = 0; i < LAYER_MATS; i++)
             if (lm[i]->data) out[n++] = lm[i];
     }
     return n;
 }
 
-/* Repacks, in place, every copied matrix this CPU's kernels have a faster layout for (one
- * pass per distinct data: a tied output is tok_embd; an untied tok_embd stays as it is).
- * Matrices are marked with their layout; a repacked embedding is read through k_x16_row. */
+/* Repacks, in place, every copied matrix this CPU's kernels have a faster layout for. The
+ * token embedding is only ever read a row at a time: it takes the output's layout when it
+ * is the output (tied, the same data), and stays as it is otherwise. A repacked embedding
+ * is read through k_x16_row. */
+static bool repackable(const k_kernels *k, const model_mat *w) {
+    return k_x16_supported(k, w->type) && k_x16_fits(w->type, w->k, w->n, w->data);
+}
+
 static int repack_weights(model_t *m, nd_err *err) {
     k_kernels k;
     k_select(&k, K_ISA_BEST);
@@ -401,7 +414,7 @@ static int repack_weights(model_t *m, nd_err *err) {
     const size_t n = model_mats(m, mats);
     size_t tmp_size = 0;
     for (size_t i = 0; i < n; i++)
-        if (k_x16_supported(&k, mats[i]->type) && k_x16_fits(mats[i]->type, mats[i]->k, mats[i]->n, mats[i]->data)) {
+        if (mats[i] != &m->tok_embd && repackable(&k, mats[i])) {
             const size_t g = 16 * q_row_size(mats[i]->type, mats[i]->k);
             tmp_size = g > tmp_size ? g : tmp_size;
         }
@@ -412,19 +425,12 @@ static int repack_weights(model_t *m, nd_err *err) {
     }
     for (size_t i = 0; i < n; i++) {
         model_mat *w = (model_mat *)mats[i]; /* m is ours to change */
-        if (!k_x16_supported(&k, w->type) || !k_x16_fits(w->type, w->k, w->n, w->data)) continue;
-        /* a token embedding that is not also the output is only ever read a row at a time */
-        if (w == &m->tok_embd && w->data != m->output.data) continue;
-        size_t j = 0;
-        while (j < i && mats[j]->data != w->data) j++;
-        if (j < i) { /* the same data seen before (tied output) */
-            w->layout = mats[j]->layout;
-            continue;
-        }
+        if (w == &m->tok_embd || !repackable(&k, w)) continue;
         k_x16_repack(w->type, (void *)w->data, w->k, w->n, tmp);
         w->layout = K_LAYOUT_X16;
         m->n_repacked++;
     }
+    if (m->tok_embd.data == m->output.data) m->tok_embd.layout = m->output.layout;
     nd_free(tmp);
     nd_free(mats);
     return 0;
@@ -469,12 +475,11 @@ static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, bool r
                          "mmap to run from the file mapping)", n >> 20);
     const bool drop = m->gguf->owns_map; /* never drop pages of a caller's buffer */
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uint8_t *dst = base;
     nd_progress pr;
     nd_progress_begin(&pr, "loading weights", n);
     for (size_t off = 0; off < n; off += COPY_CHUNK) {
         const size_t len = n - off < COPY_CHUNK ? n - off : COPY_CHUNK;
-        memcpy(dst + off, lo + off, len);
+        memcpy(base + off, lo + off, len);
         /* whole pages of the source copied so far */
         const uintptr_t p0 = ((uintptr_t)(lo + off) + page - 1) & ~(page - 1);
         const uintptr_t p1 = ((uintptr_t)(lo + off + len)) & ~(page - 1);
@@ -482,18 +487,19 @@ static int copy_weights(model_t *m, const uint8_t *lo, const uint8_t *hi, bool r
         nd_progress_update(&pr, off + len);
     }
     nd_progress_end(&pr);
-    model_mat *mats[2] = {&m->tok_embd, &m->output};
-    for (int i = 0; i < 2; i++) rebase(&mats[i]->data, lo, hi, dst);
-    rebase_f(&m->output_norm, lo, hi, dst);
-    rebase_f(&m->rope_freqs, lo, hi, dst);
-    rebase_f(&m->rope_long, lo, hi, dst);
-    rebase_f(&m->rope_short, lo, hi, dst);
+    rebase(&m->tok_embd.data, lo, hi, base);
+    rebase(&m->output.data, lo, hi, base);
+    rebase_f(&m->output_norm, lo, hi, base);
+    rebase_f(&m->rope_freqs, lo, hi, base);
+    rebase_f(&m->rope_long, lo, hi, base);
+    rebase_f(&m->rope_short, lo, hi, base);
     for (int64_t il = 0; il < m->hp.n_layer; il++) {
         model_layer *L = &m->layers[il];
-        model_mat *lm[] = {&L->wq, &L->wk, &L->wv, &L->wqkv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++) rebase(&lm[i]->data, lo, hi, dst);
+        model_mat *lm[LAYER_MATS];
+        layer_mats(L, lm);
+        for (int i = 0; i < LAYER_MATS; i++) rebase(&lm[i]->data, lo, hi, base);
         const float **vs[] = {&L->attn_norm, &L->bq, &L->bk, &L->bv, &L->q_norm, &L->k_norm, &L->ffn_norm};
-        for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) rebase_f(vs[i], lo, hi, dst);
+        for (size_t i = 0; i < sizeof vs / sizeof vs[0]; i++) rebase_f(vs[i], lo, hi, base);
     }
     m->wcopy = base;
     m->wcopy_size = size;
