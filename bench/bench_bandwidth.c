@@ -16,8 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
+
+#include "core/nd.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -118,18 +119,14 @@ static void fill(uint8_t *buf, size_t n) {
 int main(int argc, char **argv) {
     size_t mib = argc > 1 ? (size_t)strtoul(argv[1], NULL, 10) : 1024;
     if (mib < 16) mib = 16;
-    const size_t n = mib << 20, huge = (size_t)2 << 20;
+    const size_t n = mib << 20;
+    size_t hsize = 0;
     uint8_t *buf = aligned_alloc(64, n);
-    /* 2 MiB-aligned anonymous mapping advised into huge pages */
-    uint8_t *raw = mmap(NULL, n + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!buf || raw == MAP_FAILED) {
+    uint8_t *hbuf = nd_huge_alloc(n, &hsize); /* where nindub copies the weights */
+    if (!buf || !hbuf) {
         fprintf(stderr, "bench_bandwidth: cannot allocate 2 x %zu MiB\n", mib);
         return 1;
     }
-    uint8_t *hbuf = (uint8_t *)(((uintptr_t)raw + huge - 1) & ~(uintptr_t)(huge - 1));
-#ifdef MADV_HUGEPAGE
-    madvise(hbuf, n, MADV_HUGEPAGE);
-#endif
     fill(buf, n);
     fill(hbuf, n);
     __builtin_cpu_init();
@@ -151,6 +148,6 @@ int main(int argc, char **argv) {
                mib, avx2 ? "avx2" : "sse2", t + 1, b4[t] > b2[t] ? b4[t] : b2[t], b4[t], b2[t]);
     printf("checksum %016llx\n", (unsigned long long)sink);
     free(buf);
-    munmap(raw, n + huge);
+    nd_huge_free(hbuf, hsize);
     return 0;
 }
