@@ -314,24 +314,18 @@ INLINE void pack_x16(const uint8_t *G, int64_t nb, gw_blk32 *o, const int t) {
     }
 }
 
-static void tile_x16_q4_0(const void *W, size_t w_row, int nr, const void *P, size_t p_row, int64_t M, int64_t K,
-                          float *Y, int64_t ldy, void *wtmp) {
-    (void)w_row;
-    pack_x16(W, K / Q_QK, wtmp, 0);
-    tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);
-}
-static void tile_x16_q8_0(const void *W, size_t w_row, int nr, const void *P, size_t p_row, int64_t M, int64_t K,
-                          float *Y, int64_t ldy, void *wtmp) {
-    (void)w_row;
-    pack_x16(W, K / Q_QK, wtmp, 1);
-    tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);
-}
-static void tile_x16_q5_0(const void *W, size_t w_row, int nr, const void *P, size_t p_row, int64_t M, int64_t K,
-                          float *Y, int64_t ldy, void *wtmp) {
-    (void)w_row;
-    pack_x16(W, K / Q_QK, wtmp, 2);
-    tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);
-}
+/* as TILE32, packing an X16 group (t as in pack_x16) */
+#define TILE_X16(NAME, T)                                                                \
+    static void NAME(const void *W, size_t w_row, int nr, const void *P, size_t p_row,   \
+                     int64_t M, int64_t K, float *Y, int64_t ldy, void *wtmp) {          \
+        (void)w_row;                                                                     \
+        pack_x16(W, K / Q_QK, wtmp, T);                                                  \
+        tile32_run(wtmp, K / Q_QK, nr, P, p_row, M, Y, ldy);                             \
+    }
+TILE_X16(tile_x16_q4_0, 0)
+TILE_X16(tile_x16_q8_0, 1)
+TILE_X16(tile_x16_q5_0, 2)
+#undef TILE_X16
 
 /* Q5_0 decode (AVX512_BITALG): the fifth bits of a chunk come from the block's qh dwords
  * (chunk 0 of the block: one per row) with vpshufbitqmb: mask bit k (byte k = row k / 4,
