@@ -817,8 +817,41 @@ static void test_x16(void) {
                      "%s K %lld M %lld: X16 product differs from the GGUF-layout one", tname(wt), (long long)K,
                      (long long)M);
         }
-        /* and against the scalar reference, row by row (decode) */
+        /* the dot over K-slices (state carried between calls) gives the whole dot's bits,
+         * for every group and random cuts at multiples of K_X16_SLICE_ALIGN */
         const uint32_t at = q_vec_dot_type(wt);
+        {
+            const k_ops *ops = &k.ops[wt];
+            uint8_t *aq = malloc(q_row_size(at, K)), *ap = NULL;
+            const void *arow = aq;
+            T_EQ_INT(ops->quantize(X, aq, K), 0);
+            if (ops->act_prep16) {
+                ap = aligned_alloc(64, (ops->act_prep16(NULL, K, NULL) + 63) & ~(size_t)63);
+                ops->act_prep16(aq, K, ap);
+                arow = ap;
+            }
+            int bad = 0;
+            for (int64_t g = 0; g < N / 16; g++) {
+                const uint8_t *G = Wx + (size_t)g * 16 * rb;
+                float whole[16], part[16], state[K_X16_STATE];
+                ops->vec_dot16(G, arow, K, whole, NULL, K_X16_BEGIN | K_X16_END);
+                for (int trial = 0; trial < 4; trial++) {
+                    memset(part, 0xff, sizeof part);
+                    for (int64_t k0 = 0; k0 < K;) {
+                        int64_t n = K_X16_SLICE_ALIGN * (1 + (int64_t)(t_rand_u64(&sd) % 3));
+                        if (trial == 0 || k0 + n > K) n = K - k0; /* trial 0: whole through the state */
+                        const size_t aoff = ops->act_prep16 ? ops->act_prep16(NULL, k0, NULL) : q_row_size(at, k0);
+                        const unsigned pt = (k0 == 0 ? K_X16_BEGIN : 0) | (k0 + n == K ? K_X16_END : 0);
+                        ops->vec_dot16(G + 16 * q_row_size(wt, k0), (const uint8_t *)arow + aoff, n, part, state, pt);
+                        k0 += n;
+                    }
+                    bad += memcmp(part, whole, sizeof whole) != 0;
+                }
+            }
+            T_CHECKF(bad == 0, "%s K %lld: %d sliced X16 dots differ from the whole one", tname(wt), (long long)K, bad);
+            free(aq), free(ap);
+        }
+        /* and against the scalar reference, row by row (decode) */
         uint8_t *aq = malloc(q_row_size(at, K));
         float *wf = malloc(sizeof(float) * (size_t)K), *af = malloc(sizeof(float) * (size_t)K);
         q_quantize_act(at, X, aq, K);
@@ -833,6 +866,22 @@ static void test_x16(void) {
         free(aq), free(wf), free(af);
     }
     T_EQ_INT(tested, q5 ? 14 : 10); /* (type, K) pairs: Q4_0 / Q8_0 / Q5_0 x 4 K, Q4_K x 2 */
+    /* enough rows that a work item holds several groups, walked together by K-slices when
+     * the kernel asks for them (Q4_0): still the GGUF-layout product's bits */
+    {
+        const int64_t K2 = 1024, N2 = 1024;
+        const size_t rb = q_row_size(ND_TYPE_Q4_0, K2);
+        uint8_t *W2 = aligned_alloc(64, rb * N2), *Wx2 = aligned_alloc(64, rb * N2);
+        float *Ya = malloc(sizeof(float) * N2), *Yb = malloc(sizeof(float) * N2);
+        for (int64_t r = 0; r < N2; r++) gen_weights(ND_TYPE_Q4_0, W2 + (size_t)r * rb, K2, (int)(r % M_COUNT), &sd);
+        memcpy(Wx2, W2, rb * N2);
+        k_x16_repack(ND_TYPE_Q4_0, Wx2, K2, N2, tmp);
+        const k_mat a = {ND_TYPE_Q4_0, W2, N2, Ya, K_LAYOUT_ROWS}, b = {ND_TYPE_Q4_0, Wx2, N2, Yb, K_LAYOUT_X16};
+        T_EQ_INT(k_matmul_n(&env, &a, 1, K2, X, 1, &err), 0);
+        T_EQ_INT(k_matmul_n(&env, &b, 1, K2, X, 1, &err), 0);
+        T_CHECK(memcmp(Ya, Yb, sizeof(float) * (size_t)N2) == 0);
+        free(W2), free(Wx2), free(Ya), free(Yb);
+    }
     /* a table without the kernels refuses the layout instead of misreading it */
     k_kernels ks;
     k_select(&ks, K_ISA_SCALAR);

@@ -42,8 +42,21 @@ typedef void (*k_vec_dot4n_fn)(const void *wrow, size_t stride, const void *arow
 typedef size_t (*k_act_prep_fn)(const void *arow, int64_t n, void *dst);
 /* X16 layout (K_LAYOUT_X16): the 16 rows of a group (at its first row's address) with one
  * activation row prepared by the entry's act_prep16, into out[0..15] — each bit-identical
- * to vec_dot4 / the prefill tile on the same rows in GGUF layout */
-typedef void (*k_vec_dot16_fn)(const void *group, const void *arow, int64_t n, float *out);
+ * to vec_dot4 / the prefill tile on the same rows in GGUF layout.
+ * The dot may also run over K-slices, so that a caller can walk several groups slice by
+ * slice (a long group read whole streams more bytes through L1 than it holds between two
+ * reads of the same activation block, and the activation row is evicted): part
+ * K_X16_BEGIN starts the sums, a call without K_X16_END keeps them in state
+ * (K_X16_STATE floats) instead of writing out, the next call resumes from there; whole =
+ * K_X16_BEGIN | K_X16_END (state unused). For a slice starting at element k0 (a multiple
+ * of K_X16_SLICE_ALIGN), group and arow advance by 16 * row size(k0) and by the prepared
+ * size of k0 elements; the result is the whole dot's bits. */
+#define K_X16_BEGIN 1u
+#define K_X16_END 2u
+#define K_X16_STATE (9 * 16)
+#define K_X16_SLICE_ALIGN 256
+typedef void (*k_vec_dot16_fn)(const void *group, const void *arow, int64_t n, float *out, float *state,
+                               unsigned part);
 /* tile GEMM for M > 1 (prefill), defined in kernels/gemm.h (gemm helper) */
 typedef struct k_gemm_ops k_gemm_ops;
 
@@ -57,6 +70,8 @@ typedef struct k_ops {
     k_act_prep_fn act_prep;  /* optional (NULL): the activation layout of vec_dot4 / vec_dot4n */
     k_vec_dot16_fn vec_dot16; /* optional (NULL): weights in the X16 layout */
     k_act_prep_fn act_prep16; /* optional with vec_dot16: its activation layout (NULL: the quantized row) */
+    int x16_slice_bytes;      /* decode walks groups longer than this many bytes by K-slices of about
+                                 this many bytes per group (0: always whole; measured per kernel) */
 } k_ops;
 
 /* Element-wise and attention kernels (the non-matmul work of a layer; at decode it runs on

@@ -54,13 +54,13 @@ K_X86_DOTS(avx512)
 #undef K_X86_DOTS
 
 /* X16 layout (kernels/x16.c): 16 rows of a group with one prepared activation row */
-void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *out);
-void k_avx512_dot16_q8_0(const void *group, const void *arow, int64_t n, float *out);
+void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *out, float *state, unsigned part);
+void k_avx512_dot16_q8_0(const void *group, const void *arow, int64_t n, float *out, float *state, unsigned part);
 size_t k_avx512_prep16_q4_0(const void *arow, int64_t n, void *dst);
 size_t k_avx512_prep16_q8_0(const void *arow, int64_t n, void *dst);
-void k_avx512_dot16_q4_K(const void *group, const void *arow, int64_t n, float *out);
+void k_avx512_dot16_q4_K(const void *group, const void *arow, int64_t n, float *out, float *state, unsigned part);
 /* Q5_0 (also AVX512_BITALG) */
-void k_avx512_dot16_q5_0(const void *group, const void *arow, int64_t n, float *out);
+void k_avx512_dot16_q5_0(const void *group, const void *arow, int64_t n, float *out, float *state, unsigned part);
 size_t k_avx512_prep16_q5_0(const void *arow, int64_t n, void *dst);
 
 /* element-wise and attention kernels (k_vec_ops) */

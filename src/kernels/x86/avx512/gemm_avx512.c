@@ -232,10 +232,11 @@ TILE32(tile_q5_0, pack_q5_0)
  * group (no repack): lane r = row r, seeded with the block's c (-8 or -128 x sum(a));
  * Q4_0: low nibbles against elements 4k.., high against 16 + 4k..; Q8_0: bytes flipped to
  * unsigned (x ^ 0x80) against elements 4k.. */
-INLINE void dot16(const uint8_t *G, const gq_act32 *a, int64_t nb, float *out, const int q8) {
+INLINE void dot16(const uint8_t *G, const gq_act32 *a, int64_t nb, float *out, float *state, unsigned part,
+                  const int q8) {
     const size_t bb = q8 ? sizeof(q_block_q8_0) : sizeof(q_block_q4_0), qb = 16 * (bb - 2);
     const __m512i m4 = _mm512_set1_epi8(0x0F), flip = _mm512_set1_epi8((char)0x80);
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc = part & K_X16_BEGIN ? _mm512_setzero_ps() : _mm512_loadu_ps(state);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *pair = G + (size_t)(b / 2) * 32 * bb, *q = pair + 64 + (size_t)(b & 1) * qb;
         /* the stream X16_PF bytes ahead: this block's quant lines, and on odd blocks the
@@ -263,14 +264,14 @@ INLINE void dot16(const uint8_t *G, const gq_act32 *a, int64_t nb, float *out, c
         const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(pair + (size_t)(b & 1) * 32)));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), _mm512_mul_ps(d, _mm512_set1_ps(a[b].d)), acc);
     }
-    _mm512_storeu_ps(out, acc);
+    _mm512_storeu_ps(part & K_X16_END ? out : state, acc);
 }
 
-void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *out) {
-    dot16(group, arow, n / Q_QK, out, 0);
+void k_avx512_dot16_q4_0(const void *group, const void *arow, int64_t n, float *out, float *state, unsigned part) {
+    dot16(group, arow, n / Q_QK, out, state, part, 0);
 }
-void k_avx512_dot16_q8_0(const void *group, const void *arow, int64_t n, float *out) {
-    dot16(group, arow, n / Q_QK, out, 1);
+void k_avx512_dot16_q8_0(const void *group, const void *arow, int64_t n, float *out, float *state, unsigned part) {
+    dot16(group, arow, n / Q_QK, out, state, part, 1);
 }
 
 /* the activation layouts of the dot16 entries: the tiles' packed blocks */
@@ -332,7 +333,7 @@ TILE_X16(tile_x16_q5_0, 2)
  * element i = k % 4 of the chunk) selects bit 32 * (row & 1) + 4j + i (+ 16 for the high
  * nibbles) of the qword holding that row's qh, then byte k gets 0x10. */
 __attribute__((target("avx512bitalg"))) void k_avx512_dot16_q5_0(const void *group, const void *arow, int64_t n,
-                                                                 float *out) {
+                                                                 float *out, float *state, unsigned part) {
     const uint8_t *G = group;
     const gq_act32 *a = arow;
     const int64_t nb = n / Q_QK;
@@ -340,7 +341,7 @@ __attribute__((target("avx512bitalg"))) void k_avx512_dot16_q5_0(const void *gro
     const __m512i m4 = _mm512_set1_epi8(0x0F), c10 = _mm512_set1_epi8(0x10);
     /* bytes of a qword: rows 2m (bits 0..3 of the low dword) and 2m + 1 (32..35) */
     const __m512i base = _mm512_set1_epi64(0x2322212003020100);
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc = part & K_X16_BEGIN ? _mm512_setzero_ps() : _mm512_loadu_ps(state);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *pair = G + (size_t)(b / 2) * 32 * bb, *q = pair + 64 + (size_t)(b & 1) * 320;
         for (int l = 0; l < 5; l++) _mm_prefetch((const char *)q + X16_PF + 64 * l, X16_HINT);
@@ -362,7 +363,7 @@ __attribute__((target("avx512bitalg"))) void k_avx512_dot16_q5_0(const void *gro
         const __m512 d = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(pair + (size_t)(b & 1) * 32)));
         acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi)), _mm512_mul_ps(d, _mm512_set1_ps(a[b].d)), acc);
     }
-    _mm512_storeu_ps(out, acc);
+    _mm512_storeu_ps(part & K_X16_END ? out : state, acc);
 }
 
 size_t k_avx512_prep16_q5_0(const void *arow, int64_t n, void *dst) {
@@ -396,13 +397,16 @@ INLINE void x16_scales_k4(const uint8_t *blk, __m512i sc[8], __m512i mn[8]) {
  * lanes (lane l: bytes 4l..4l+3 of every 32-byte quant chunk, times the sub-block scale)
  * become 8 accumulators of 16 rows, summed at the end in hsum_ps's order; the mins term is
  * its scalar mul-then-add per super-block. Bit-identical to vec_dot4 / vec_dot on the rows. */
-void k_avx512_dot16_q4_K(const void *group, const void *arow, int64_t n, float *out) {
+void k_avx512_dot16_q4_K(const void *group, const void *arow, int64_t n, float *out, float *state,
+                         unsigned part) {
     const uint8_t *G = group;
     const q_block_q8_K *y = arow;
     const int64_t nb = n / Q_QK_K;
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    __m512 acc[8], summ = _mm512_setzero_ps();
-    for (int l = 0; l < 8; l++) acc[l] = _mm512_setzero_ps();
+    __m512 acc[8], summ; /* state: acc[0..7], summ */
+    const bool begin = part & K_X16_BEGIN;
+    for (int l = 0; l < 8; l++) acc[l] = begin ? _mm512_setzero_ps() : _mm512_loadu_ps(state + 16 * l);
+    summ = begin ? _mm512_setzero_ps() : _mm512_loadu_ps(state + 128);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = G + (size_t)b * 16 * sizeof(q_block_q4_K);
         for (int l = 0; l < 36; l++) _mm_prefetch((const char *)blk + X16_PF + 64 * l, X16_HINT);
@@ -431,6 +435,11 @@ void k_avx512_dot16_q4_K(const void *group, const void *arow, int64_t n, float *
             }
         }
         for (int l = 0; l < 8; l++) acc[l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(is[l]), acc[l]);
+    }
+    if (!(part & K_X16_END)) {
+        for (int l = 0; l < 8; l++) _mm512_storeu_ps(state + 16 * l, acc[l]);
+        _mm512_storeu_ps(state + 128, summ);
+        return;
     }
     const __m512 h = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[4]), _mm512_add_ps(acc[2], acc[6])),
                                    _mm512_add_ps(_mm512_add_ps(acc[1], acc[5]), _mm512_add_ps(acc[3], acc[7])));
@@ -1069,6 +1078,10 @@ void k_install_gemm_avx512(k_kernels *k) {
         k->gemm[types[i]] = k_gemm_avx512_ops(types[i]);
     k->ops[ND_TYPE_Q4_0].vec_dot16 = k_avx512_dot16_q4_0; /* the X16 layout's decode side */
     k->ops[ND_TYPE_Q4_0].act_prep16 = k_avx512_prep16_q4_0;
+    /* K-slices of 4 KB (kernels.h, dispatch.c): one Q4_0 matrix from RAM at K = 4864, 2
+     * threads, 32-39 -> 43-49 GB/s; tg128 0.5B ffn_down 1.05-1.08x. Q8_0, Q5_0 and Q4_K lost
+     * 10-20% with any slice size (4-24 KB), so they stay whole. */
+    k->ops[ND_TYPE_Q4_0].x16_slice_bytes = 4096;
     k->ops[ND_TYPE_Q8_0].vec_dot16 = k_avx512_dot16_q8_0;
     k->ops[ND_TYPE_Q8_0].act_prep16 = k_avx512_prep16_q8_0;
     k->ops[ND_TYPE_Q4_K].vec_dot16 = k_avx512_dot16_q4_K; /* on the Q8_K rows as quantized */
