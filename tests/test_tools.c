@@ -114,6 +114,36 @@ static void test_synth_info_json(void) {
     unlink("build/test_tools_tiny2.gguf");
 }
 
+/* bench: a test after -d tokens of context is labeled and recorded with its depth (the
+ * JSON lines llama-bench's scripts read, plus n_depth), and a bad -d is a usage error. */
+static void test_bench_depth(void) {
+    NEED_BIN();
+    char *o;
+    int rc = run(&o, "synth --preset tiny --type q8_0 --seed 3 -o build/test_tools_bench.gguf");
+    T_CHECKF(rc == 0, "%s", o);
+    nd_free(o);
+    if (rc) return;
+    T_EQ_INT(run(&o, "bench -m build/test_tools_bench.gguf -p 8 -n 4 -d 16 -r 1 -t 1 -o jsonl"), 0);
+    int lines = 0;
+    for (char *l = strtok(o, "\n"); l; l = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(l);
+        if (!j) continue; /* stderr lines */
+        lines++;
+        T_EQ_INT((int)cJSON_GetObjectItem(j, "n_depth")->valuedouble, 16);
+        T_CHECK(cJSON_GetObjectItem(j, "avg_ts")->valuedouble > 0);
+        cJSON_Delete(j);
+    }
+    T_EQ_INT(lines, 2); /* pp8 and tg4 */
+    nd_free(o);
+    T_EQ_INT(run(&o, "bench -m build/test_tools_bench.gguf -p 0 -n 2 -d 4 -r 1 -t 1"), 0);
+    T_CHECKF(strstr(o, "| tg2 @ d4 |") != NULL, "%s", o);
+    nd_free(o);
+    T_EQ_INT(run(&o, "bench -m build/test_tools_bench.gguf -d x"), 2);
+    T_CHECK(strstr(o, "-d") != NULL);
+    nd_free(o);
+    unlink("build/test_tools_bench.gguf");
+}
+
 /* Compares tensor data of two files; returns the number of tensors that differ (naming
  * the first few when verbose). */
 static int diff_tensors(const char *a_path, const char *b_path, int *n_same, bool verbose) {
@@ -496,6 +526,7 @@ int main(void) {
     T_RUN(test_usage_errors);
     T_RUN(test_info_bad_files);
     T_RUN(test_synth_info_json);
+    T_RUN(test_bench_depth);
     T_RUN(test_quantize_matches_llamacpp);
     T_RUN(test_quantize_recipe_and_errors);
     T_RUN(test_run_matches_golden);

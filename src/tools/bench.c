@@ -1,9 +1,12 @@
 /* nindub bench: llama-bench-style speed measurement.
  *
- *   nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-o md|csv|json|jsonl]
+ *   nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-d 0] [-o md|csv|json|jsonl]
  *
  * Tests: "ppN" runs N prompt tokens in one batched forward pass from an empty cache;
- * "tgN" decodes N tokens one at a time from an empty cache. Each test runs once to warm
+ * "tgN" decodes N tokens one at a time from an empty cache. With -d D the cache first
+ * holds D tokens of context (prefilled once, not timed) and the tests run after them
+ * ("tg128 @ d4096", llama-bench's n_depth): attention's share of decode grows with the
+ * context. Each test runs once to warm
  * up, then -r times; samples_ts are tokens/s per repetition. Records use llama-bench's
  * field names so scripts written for it work unchanged, plus nindub's git revision and
  * the model file's sha256 (cached by path, size and mtime under $XDG_CACHE_HOME/nindub).
@@ -118,34 +121,40 @@ static double peak_rss_mib(void) {
 /* ----------------------------------------------------------------- tests */
 
 typedef struct result {
-    long n_prompt, n_gen;
+    long n_prompt, n_gen, n_depth;
     int threads;
     double samples[64];
     int n_samples;
     double avg, sd;
 } result;
 
-static int run_once(model_ctx *ctx, const int32_t *toks, long n_prompt, long n_gen, float *logits,
+/* the test's tokens at positions depth.. (the cache already holds depth positions) */
+static int run_once(model_ctx *ctx, const int32_t *toks, long depth, long n_prompt, long n_gen, float *logits,
                     double *secs, nd_err *err) {
     double t0 = nd_time_s();
     if (n_prompt > 0) {
-        int rc = model_forward(ctx, toks, (int)n_prompt, 0, logits, MODEL_LOGITS_LAST, err);
+        int rc = model_forward(ctx, toks, (int)n_prompt, depth, logits, MODEL_LOGITS_LAST, err);
         if (rc) return rc;
     }
     for (long i = 0; i < n_gen; i++) {
-        int rc = model_forward(ctx, toks + i, 1, i, logits, MODEL_LOGITS_LAST, err);
+        int rc = model_forward(ctx, toks + i, 1, depth + i, logits, MODEL_LOGITS_LAST, err);
         if (rc) return rc;
     }
     *secs = nd_time_s() - t0;
     return 0;
 }
 
-/* One warm-up, then reps timed runs of r's test; fills samples, avg and sd. */
+/* The depth context (r->n_depth tokens of toks, untimed; the runs only write positions
+ * after it), one warm-up, then reps timed runs of r's test; fills samples, avg and sd. */
 static int measure(model_ctx *ctx, const int32_t *toks, result *r, int reps, float *logits, nd_err *err) {
     double s;
     r->n_samples = 0;
+    if (r->n_depth > 0) {
+        int rc = model_forward(ctx, toks, (int)r->n_depth, 0, NULL, MODEL_LOGITS_NONE, err);
+        if (rc) return nd_preerr(err, "filling the -d context: ");
+    }
     for (int rep = -1; rep < reps; rep++) {
-        int rc = run_once(ctx, toks, r->n_prompt, r->n_gen, logits, &s, err);
+        int rc = run_once(ctx, toks, r->n_depth, r->n_prompt, r->n_gen, logits, &s, err);
         if (rc) return rc;
         if (rep >= 0) r->samples[r->n_samples++] = (double)(r->n_prompt + r->n_gen) / s;
     }
@@ -209,8 +218,9 @@ done:
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-o md|csv|json|jsonl]\n"
+    fprintf(f, "usage: nindub bench -m model.gguf [-p 512] [-n 128] [-t 2] [-r 5] [-d 0] [-o md|csv|json|jsonl]\n"
                "  -p, -n, -t take comma-separated lists (e.g. -t 1,2); -p 0 / -n 0 skip a test\n"
+               "  -d N           run the tests after N tokens of context (prefilled, not timed)\n"
                "  --kv f16|f32   KV cache type (default f16)\n"
                "  --weights W    auto|mmap|copy: weights copied into huge pages or left in the file\n"
                "                 mapping (default auto: copy when it fits in free memory)\n"
@@ -418,7 +428,7 @@ static const char *dominant_type(const gguf_ctx *g) {
 int tool_bench(int argc, char **argv) {
     const char *path = NULL, *fmt = "md";
     int_list pp = {{512}, 1}, tg = {{128}, 1}, th = {{0}, 1};
-    long reps = 5;
+    long reps = 5, depth = 0;
     uint32_t kv = ND_TYPE_F16;
     th.v[0] = nd_pool_default_threads();
     gen_opts go; /* the speculative options, parsed as `run` does */
@@ -442,6 +452,10 @@ int tool_bench(int argc, char **argv) {
             int_list r;
             if (parse_list(argv[++i], &r, 1, 64) || r.n != 1) goto bad;
             reps = r.v[0];
+        } else if (!strcmp(a, "-d") && has) {
+            int_list d;
+            if (parse_list(argv[++i], &d, 0, 1 << 20) || d.n != 1) goto bad;
+            depth = d.v[0];
         } else if (!strcmp(a, "--no-repack")) {
             go.no_repack = true;
         } else if (!strcmp(a, "--weights") && has) {
@@ -486,20 +500,21 @@ int tool_bench(int argc, char **argv) {
     long max_tok = 1;
     for (int i = 0; i < pp.n; i++) max_tok = pp.v[i] > max_tok ? pp.v[i] : max_tok;
     for (int i = 0; i < tg.n; i++) max_tok = tg.v[i] > max_tok ? tg.v[i] : max_tok;
-    int32_t *toks = nd_malloc((size_t)max_tok * sizeof *toks);
+    const long n_toks = max_tok > depth ? max_tok : depth;
+    int32_t *toks = nd_malloc((size_t)n_toks * sizeof *toks);
     float *logits = nd_malloc((size_t)m->hp.n_vocab * sizeof *logits);
     result res[2 * MAX_LIST * MAX_LIST];
     int n_res = 0, rc = 1;
     if (!toks || !logits) { fprintf(stderr, "nindub bench: out of memory\n"); goto done; }
-    fill_tokens(toks, max_tok, m->hp.n_vocab);
+    fill_tokens(toks, n_toks, m->hp.n_vocab);
     time_t now = time(NULL);
     char test_time[32];
     strftime(test_time, sizeof test_time, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     for (int ti = 0; ti < th.n; ti++) {
         model_ctx_params cp = model_ctx_default_params();
-        cp.n_ctx = max_tok + 1;
+        cp.n_ctx = depth + max_tok + 1;
         cp.n_threads = (int)th.v[ti];
-        cp.n_batch = (int)(max_tok < 512 ? max_tok : 512);
+        cp.n_batch = (int)(n_toks < 512 ? n_toks : 512);
         cp.kv_type = kv;
         model_ctx *ctx = model_ctx_new(m, &cp, &err);
         if (!ctx) { fprintf(stderr, "nindub bench: %s\n", err.msg); goto done; }
@@ -512,6 +527,7 @@ int tool_bench(int argc, char **argv) {
                 r->threads = (int)th.v[ti];
                 r->n_prompt = kind ? 0 : l->v[li];
                 r->n_gen = kind ? l->v[li] : 0;
+                r->n_depth = depth;
                 if (measure(ctx, toks, r, (int)reps, logits, &err)) {
                     fprintf(stderr, "nindub bench: %s\n", err.msg);
                     model_ctx_free(ctx);
@@ -522,17 +538,19 @@ int tool_bench(int argc, char **argv) {
                            "| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
                 if (!strcmp(fmt, "md")) {
                     char test[32];
-                    snprintf(test, sizeof test, "%s%ld", r->n_prompt ? "pp" : "tg", r->n_prompt ? r->n_prompt : r->n_gen);
+                    int k = snprintf(test, sizeof test, "%s%ld", r->n_prompt ? "pp" : "tg",
+                                     r->n_prompt ? r->n_prompt : r->n_gen);
+                    if (r->n_depth) snprintf(test + k, sizeof test - (size_t)k, " @ d%ld", r->n_depth);
                     printf("| %s | %.2f MiB | %.2f M | CPU | %d | %s | %.2f ± %.2f |\n", mtype,
                            (double)msize / 1048576.0, (double)params / 1e6, r->threads, test, r->avg, r->sd);
                 } else if (!strcmp(fmt, "csv") && n_res == 1) {
                     printf("build_commit,model_filename,model_type,model_size,model_n_params,model_sha256,n_batch,"
-                           "n_threads,type_k,type_v,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts\n");
+                           "n_threads,type_k,type_v,n_prompt,n_gen,n_depth,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts\n");
                 }
                 if (!strcmp(fmt, "csv"))
-                    printf("%s,\"%s\",\"%s\",%llu,%llu,%s,%d,%d,%s,%s,%ld,%ld,%s,%.0f,%.0f,%.6f,%.6f\n", ND_GIT_REV, path,
+                    printf("%s,\"%s\",\"%s\",%llu,%llu,%s,%d,%d,%s,%s,%ld,%ld,%ld,%s,%.0f,%.0f,%.6f,%.6f\n", ND_GIT_REV, path,
                            mtype, (unsigned long long)msize, (unsigned long long)params, sha, cp.n_batch, r->threads,
-                           nd_type_info(kv)->name, nd_type_info(kv)->name, r->n_prompt, r->n_gen, test_time,
+                           nd_type_info(kv)->name, nd_type_info(kv)->name, r->n_prompt, r->n_gen, r->n_depth, test_time,
                            1e9 * (double)(r->n_prompt + r->n_gen) / r->avg, 0.0, r->avg, r->sd);
                 if (!strcmp(fmt, "json") || !strcmp(fmt, "jsonl")) {
                     bool pretty = !strcmp(fmt, "json");
@@ -540,11 +558,11 @@ int tool_bench(int argc, char **argv) {
                     printf("%s{\"build_commit\": \"%s\", \"model_filename\": \"%s\", \"model_type\": \"%s\", "
                            "\"model_size\": %llu, \"model_n_params\": %llu, \"model_sha256\": \"%s\", "
                            "\"backends\": \"CPU\", \"n_batch\": %d, \"n_threads\": %d, \"type_k\": \"%s\", "
-                           "\"type_v\": \"%s\", \"n_prompt\": %ld, \"n_gen\": %ld, \"test_time\": \"%s\", "
+                           "\"type_v\": \"%s\", \"n_prompt\": %ld, \"n_gen\": %ld, \"n_depth\": %ld, \"test_time\": \"%s\", "
                            "\"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ts\": [",
                            pretty ? "  " : "", ND_GIT_REV, path, mtype, (unsigned long long)msize,
                            (unsigned long long)params, sha, cp.n_batch, r->threads, nd_type_info(kv)->name,
-                           nd_type_info(kv)->name, r->n_prompt, r->n_gen, test_time, r->avg, r->sd);
+                           nd_type_info(kv)->name, r->n_prompt, r->n_gen, r->n_depth, test_time, r->avg, r->sd);
                     for (int k = 0; k < r->n_samples; k++) printf("%s%.6f", k ? ", " : "", r->samples[k]);
                     printf("]}%s", pretty ? "" : "\n");
                 }
