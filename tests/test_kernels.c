@@ -949,8 +949,9 @@ static void test_vec_silu(void) {
 }
 
 /* attend against the reference on both cache types: head sizes with and without vector
- * tails, padded row strides (K and V rows of several heads),
- * 1..300 positions, flat and peaked softmaxes. Tolerances: F32, float sums; F16, also the
+ * tails, padded row strides (K and V rows of several heads), 1..300 positions (with and
+ * without a partial 16-position block), 1..11 query heads sharing the KV head (more than
+ * one pass of the AVX-512 kernel's 8), flat and peaked softmaxes. Tolerances: F32, float sums; F16, also the
  * probabilities' rounding to f16, where a float-vs-double difference can flip one ulp. */
 static void test_vec_attend(void) {
     k_kernels tabs[4];
@@ -959,9 +960,11 @@ static void test_vec_attend(void) {
     const int64_t hds[][2] = {{64, 64}, {128, 128}, {80, 80}, {96, 64}, {40, 40}, {17, 23}};
     const int64_t ns[] = {1, 2, 3, 15, 16, 17, 64, 300};
     const float scales[] = {0.125f, 4.0f};
-    const int64_t nmax = 300, hmax = 128, pad = 9;
-    float *q = malloc(sizeof(float) * hmax), *s0 = malloc(sizeof(float) * nmax), *s1 = malloc(sizeof(float) * nmax);
-    float *o0 = malloc(sizeof(float) * hmax), *o1 = malloc(sizeof(float) * hmax);
+    const int64_t ngs[] = {1, 2, 7, 8, 11}; /* query heads sharing the KV head */
+    const int64_t nmax = 300, hmax = 128, pad = 9, gmax = 11;
+    float *q = malloc(sizeof(float) * hmax * gmax), *s0 = malloc(sizeof(float) * nmax * gmax),
+          *s1 = malloc(sizeof(float) * nmax * gmax);
+    float *o0 = malloc(sizeof(float) * hmax * gmax), *o1 = malloc(sizeof(float) * hmax * gmax);
     uint8_t *K = malloc((size_t)nmax * (hmax + pad) * 4), *V = malloc((size_t)nmax * (hmax + pad) * 4);
     unsigned long long sd = 12;
     for (int k = 0; k < nt; k++) {
@@ -974,8 +977,9 @@ static void test_vec_attend(void) {
                 for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
                     for (size_t si = 0; si < 2; si++) {
                         const int64_t hdk = hds[hi][0], hdv = hds[hi][1], n = ns[ni];
+                        const int64_t ng = ngs[(hi + ni + si) % (sizeof ngs / sizeof ngs[0])];
                         const size_t ks = (size_t)(hdk + pad) * elt, vs = (size_t)(hdv + pad) * elt;
-                        for (int64_t i = 0; i < hdk; i++) q[i] = t_rand_f(&sd);
+                        for (int64_t i = 0; i < hdk * ng; i++) q[i] = t_rand_f(&sd);
                         for (int64_t i = 0; i < n * (hdk + pad); i++) {
                             const float x = t_rand_f(&sd);
                             if (f16) ((uint16_t *)K)[i] = nd_fp32_to_fp16(x);
@@ -988,23 +992,24 @@ static void test_vec_attend(void) {
                             else ((float *)V)[i] = x;
                             vmax = fabs(x) > vmax ? fabs(x) : vmax;
                         }
-                        ref(q, K, ks, V, vs, n, hdk, hdv, scales[si], s0, o0);
-                        fn(q, K, ks, V, vs, n, hdk, hdv, scales[si], s1, o1);
+                        ref(q, K, ks, V, vs, n, hdk, hdv, ng, scales[si], s0, o0);
+                        fn(q, K, ks, V, vs, n, hdk, hdv, ng, scales[si], s1, o1);
                         const double tol = (f16 ? 1e-3 : 2e-5) * vmax;
-                        for (int64_t d = 0; d < hdv; d++) {
+                        for (int64_t d = 0; d < hdv * ng; d++) {
                             const double df = fabs((double)o1[d] - o0[d]);
                             if (df / vmax > worst) worst = df / vmax;
-                            T_CHECKF(df <= tol, "%s attend %s hd %lld/%lld n %lld scale %g: out[%lld] %.7g, reference %.7g",
+                            T_CHECKF(df <= tol,
+                                     "%s attend %s hd %lld/%lld n %lld heads %lld scale %g: out[%lld] %.7g, reference %.7g",
                                      v->name, f16 ? "f16" : "f32", (long long)hdk, (long long)hdv, (long long)n,
-                                     scales[si], (long long)d, o1[d], o0[d]);
+                                     (long long)ng, scales[si], (long long)d, o1[d], o0[d]);
                         }
-                        for (int64_t i = 0; i < n; i++) /* the probabilities left in s */
+                        for (int64_t i = 0; i < n * ng; i++) /* the probabilities left in s */
                             T_CHECKF(fabs((double)s1[i] - s0[i]) <= 1e-3 * s0[i] + 1e-6,
                                      "%s attend %s n %lld: p[%lld] %.7g, reference %.7g", v->name,
                                      f16 ? "f16" : "f32", (long long)n, (long long)i, s1[i], s0[i]);
-                        if (n == 1) /* one position: its V column, exactly */
-                            for (int64_t d = 0; d < hdv; d++)
-                                T_CHECK(o1[d] == (f16 ? nd_fp16_to_fp32(((uint16_t *)V)[d]) : ((float *)V)[d]));
+                        if (n == 1) /* one position: its V row, exactly, for every head */
+                            for (int64_t d = 0; d < hdv * ng; d++)
+                                T_CHECK(o1[d] == (f16 ? nd_fp16_to_fp32(((uint16_t *)V)[d % hdv]) : ((float *)V)[d % hdv]));
                     }
             printf("  %-7s attend %s: worst |diff| / max|V| %.2e\n", v->name, f16 ? "f16" : "f32", worst);
         }

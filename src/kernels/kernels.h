@@ -80,15 +80,17 @@ typedef struct k_ops {
  * not bit for bit: exp is a polynomial there.
  *
  * silu_mul: out[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i]; out may be u.
- * attend: one query head against n >= 1 cached positions,
- *     s[i]   = scale * sum_d c(q[d]) * K_i[d]          d < hdk, K_i at K + i*ks bytes
- *     p[i]   = c(softmax(s)[i])                           (s is the caller's n floats)
- *     out[d] = sum_i p[i] * V_i[d]                       d < hdv, V_i at V + i*vs bytes
+ * attend: ng >= 1 query heads sharing one KV head (grouped-query attention: the cache rows
+ *   are read once for the group) against n >= 1 cached positions; for head g (q_g = q +
+ *   g*hdk, s_g = s + g*n, out_g = out + g*hdv):
+ *     s_g[i]   = scale * sum_d c(q_g[d]) * K_i[d]        d < hdk, K_i at K + i*ks bytes
+ *     p_g[i]   = c(softmax(s_g)[i])                       (s is the caller's ng*n floats)
+ *     out_g[d] = sum_i p_g[i] * V_i[d]                   d < hdv, V_i at V + i*vs bytes
  *   K and V elements in the cache type the entry is for (F32 or F16), c() rounds to that
  *   type (llama.cpp's arithmetic). */
 typedef void (*k_silu_mul_fn)(const float *g, const float *u, float *out, int64_t n);
 typedef void (*k_attend_fn)(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
-                            int64_t hdk, int64_t hdv, float scale, float *s, float *out);
+                            int64_t hdk, int64_t hdv, int64_t ng, float scale, float *s, float *out);
 typedef struct k_vec_ops {
     const char *name;        /* implementation */
     k_silu_mul_fn silu_mul;
@@ -99,9 +101,9 @@ typedef struct k_vec_ops {
 /* the scalar references */
 void k_ref_silu_mul(const float *g, const float *u, float *out, int64_t n);
 void k_ref_attend_f32(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
-                      int64_t hdk, int64_t hdv, float scale, float *s, float *out);
+                      int64_t hdk, int64_t hdv, int64_t ng, float scale, float *s, float *out);
 void k_ref_attend_f16(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
-                      int64_t hdk, int64_t hdv, float scale, float *s, float *out);
+                      int64_t hdk, int64_t hdv, int64_t ng, float scale, float *s, float *out);
 
 typedef enum k_isa {
     K_ISA_SCALAR = 0,

@@ -52,11 +52,13 @@ static inline void attend_ref(float (*ld)(const uint8_t *, int64_t), float (*rnd
 }
 
 void k_ref_attend_f32(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
-                      int64_t hdk, int64_t hdv, float scale, float *s, float *out) {
-    attend_ref(ld_f32, round_f32, q, K, ks, V, vs, n, hdk, hdv, scale, s, out);
+                      int64_t hdk, int64_t hdv, int64_t ng, float scale, float *s, float *out) {
+    for (int64_t g = 0; g < ng; g++)
+        attend_ref(ld_f32, round_f32, q + g * hdk, K, ks, V, vs, n, hdk, hdv, scale, s + g * n, out + g * hdv);
 }
 
 void k_ref_attend_f16(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
-                      int64_t hdk, int64_t hdv, float scale, float *s, float *out) {
-    attend_ref(ld_f16, round_f16, q, K, ks, V, vs, n, hdk, hdv, scale, s, out);
+                      int64_t hdk, int64_t hdv, int64_t ng, float scale, float *s, float *out) {
+    for (int64_t g = 0; g < ng; g++)
+        attend_ref(ld_f16, round_f16, q + g * hdk, K, ks, V, vs, n, hdk, hdv, scale, s + g * n, out + g * hdv);
 }

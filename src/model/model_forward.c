@@ -50,7 +50,8 @@ struct model_ctx {
     float *gate;            /* [B][n_ff] (fused gate+up: [B][2 * n_ff]) */
     float *up;              /* [B][n_ff] */
     float *rope_cs;         /* [B][n_rot / 2][2] cos, sin per position and pair */
-    float *att_tmp;         /* per thread: scores[n_ctx] */
+    float *att_tmp;         /* per thread: scores[n_head / n_head_kv][n_ctx] */
+    size_t att_tmp_floats;  /* per thread */
     uint8_t *embd_row;      /* one token embedding row in GGUF layout (tok_embd repacked) */
     void (*on_matmul)(void *user, const char *weight, const float *X, int64_t M, int64_t K);
     void *on_matmul_user;
@@ -189,7 +190,8 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
     c->rope_cs = alloc_f(B, hp->n_rot > 0 ? hp->n_rot : 2, &fail);
     if (m->layers[0].wqkv.data) c->qkv = alloc_f(B, nq + nk + nv, &fail);
     int nth = nd_pool_size(c->pool);
-    c->att_tmp = nd_malloc((size_t)n_ctx * sizeof(float) * (size_t)nth);
+    c->att_tmp_floats = (size_t)n_ctx * (size_t)(hp->n_head / hp->n_head_kv);
+    c->att_tmp = nd_malloc(c->att_tmp_floats * sizeof(float) * (size_t)nth);
     if (m->tok_embd.layout == K_LAYOUT_X16 && !(c->embd_row = nd_malloc(q_row_size(m->tok_embd.type, E)))) fail = 1;
     if (fail || !c->att_tmp) {
         nd_seterr(err, ND_ENOMEM, "out of memory for activation buffers (batch %lld)",
@@ -308,31 +310,33 @@ static void kv_store(model_ctx *c, int64_t il, int64_t B) {
     }
 }
 
-/* One (token, head): softmax(q · K^T * scale) · V over the visible positions. */
-static void att_head(model_ctx *c, const att_job *j, int64_t t, int64_t h, float *s) {
+/* One (token, KV head): softmax(q · K^T * scale) · V over the visible positions for the
+ * n_head / n_head_kv query heads sharing that KV head (consecutive: head h reads KV head
+ * h / group), the cache rows read once for the group. */
+static void att_group(model_ctx *c, const att_job *j, int64_t t, int64_t kvh, float *s) {
     const model_hparams *hp = &c->m->hp;
     const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v;
     const int64_t nk = hp->n_head_kv * hdk, nv = hp->n_head_kv * hdv;
-    const int64_t kvh = h / (hp->n_head / hp->n_head_kv);
+    const int64_t group = hp->n_head / hp->n_head_kv, h = kvh * group;
     const int64_t pos = c->t_pos[t];
     const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
     const uint8_t *kc = k_rows(c, c->t_seq[t], j->il) + ((size_t)j0 * (size_t)nk + (size_t)kvh * (size_t)hdk) * c->kv_elt;
     const uint8_t *vc = v_rows(c, c->t_seq[t], j->il) + ((size_t)j0 * (size_t)nv + (size_t)kvh * (size_t)hdv) * c->kv_elt;
     const k_attend_fn attend = c->kv_type == ND_TYPE_F16 ? c->kern.vec.attend_f16 : c->kern.vec.attend_f32;
     attend(c->q + (t * hp->n_head + h) * hdk, kc, (size_t)nk * c->kv_elt, vc, (size_t)nv * c->kv_elt,
-           pos + 1 - j0, hdk, hdv, j->kq_scale, s, c->att + (t * hp->n_head + h) * hdv);
+           pos + 1 - j0, hdk, hdv, group, j->kq_scale, s, c->att + (t * hp->n_head + h) * hdv);
 }
 
 static void att_worker(void *arg, int ith, int nth) {
     att_job *j = arg;
     model_ctx *c = j->c;
-    const int64_t nh = c->m->hp.n_head, total = j->B * nh;
-    float *s = c->att_tmp + (size_t)ith * (size_t)c->n_ctx;
+    const int64_t nkv = c->m->hp.n_head_kv, total = j->B * nkv;
+    float *s = c->att_tmp + (size_t)ith * c->att_tmp_floats;
     (void)nth;
     for (;;) {
         int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (i >= total) break;
-        att_head(c, j, i / nh, i % nh, s);
+        att_group(c, j, i / nkv, i % nkv, s);
     }
 }
 

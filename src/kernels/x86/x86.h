@@ -67,11 +67,11 @@ size_t k_avx512_prep16_q5_0(const void *arow, int64_t n, void *dst);
 #define K_X86_VEC(ISA)                                                                   \
     void k_##ISA##_silu_mul(const float *g, const float *u, float *out, int64_t n);      \
     void k_##ISA##_attend_f32(const float *q, const void *K, size_t ks, const void *V,    \
-                              size_t vs, int64_t n, int64_t hdk, int64_t hdv, float scale, \
-                              float *s, float *out);                                     \
+                              size_t vs, int64_t n, int64_t hdk, int64_t hdv, int64_t ng,  \
+                              float scale, float *s, float *out);                        \
     void k_##ISA##_attend_f16(const float *q, const void *K, size_t ks, const void *V,    \
-                              size_t vs, int64_t n, int64_t hdk, int64_t hdv, float scale, \
-                              float *s, float *out);
+                              size_t vs, int64_t n, int64_t hdk, int64_t hdv, int64_t ng,  \
+                              float scale, float *s, float *out);
 K_X86_VEC(avx2)
 K_X86_VEC(avx512)
 #undef K_X86_VEC

@@ -142,11 +142,13 @@ VEC_INLINE void attend(int f16, const float *q, const uint8_t *K, size_t ks, con
 }
 
 void k_avx2_attend_f32(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
-                       int64_t hdk, int64_t hdv, float scale, float *s, float *out) {
-    attend(0, q, K, ks, V, vs, n, hdk, hdv, scale, s, out);
+                       int64_t hdk, int64_t hdv, int64_t ng, float scale, float *s, float *out) {
+    for (int64_t g = 0; g < ng; g++) /* head by head: the cache rows are read ng times */
+        attend(0, q + g * hdk, K, ks, V, vs, n, hdk, hdv, scale, s + g * n, out + g * hdv);
 }
 
 void k_avx2_attend_f16(const float *q, const void *K, size_t ks, const void *V, size_t vs, int64_t n,
-                       int64_t hdk, int64_t hdv, float scale, float *s, float *out) {
-    attend(1, q, K, ks, V, vs, n, hdk, hdv, scale, s, out);
+                       int64_t hdk, int64_t hdv, int64_t ng, float scale, float *s, float *out) {
+    for (int64_t g = 0; g < ng; g++) /* head by head: the cache rows are read ng times */
+        attend(1, q + g * hdk, K, ks, V, vs, n, hdk, hdv, scale, s + g * n, out + g * hdv);
 }
