@@ -882,6 +882,26 @@ static void test_x16(void) {
         T_CHECK(memcmp(Ya, Yb, sizeof(float) * (size_t)N2) == 0);
         free(W2), free(Wx2), free(Ya), free(Yb);
     }
+    /* rows so long that a decode work item is capped below its share (a group of 16
+     * Q8_0 rows at K = 16384 is 272 KB): whole groups still, and every row computed */
+    {
+        const int64_t K3 = 16384, N3 = 512;
+        const size_t rb = q_row_size(ND_TYPE_Q8_0, K3);
+        uint8_t *W3 = aligned_alloc(64, rb * N3), *Wx3 = aligned_alloc(64, rb * N3), *tmp3 = malloc(16 * rb);
+        float *X3 = malloc(sizeof(float) * K3), *Ya = malloc(sizeof(float) * N3), *Yb = malloc(sizeof(float) * N3);
+        for (int64_t r = 0; r < N3; r++) gen_weights(ND_TYPE_Q8_0, W3 + (size_t)r * rb, K3, (int)(r % M_COUNT), &sd);
+        for (int64_t i = 0; i < K3; i++) X3[i] = t_rand_f(&sd);
+        memcpy(Wx3, W3, rb * N3);
+        k_x16_repack(ND_TYPE_Q8_0, Wx3, K3, N3, tmp3);
+        for (int64_t i = 0; i < N3; i++) Ya[i] = Yb[i] = NAN;
+        const k_mat a = {ND_TYPE_Q8_0, W3, N3, Ya, K_LAYOUT_ROWS}, b = {ND_TYPE_Q8_0, Wx3, N3, Yb, K_LAYOUT_X16};
+        T_EQ_INT(k_matmul_n(&env, &a, 1, K3, X3, 1, &err), 0);
+        T_EQ_INT(k_matmul_n(&env, &b, 1, K3, X3, 1, &err), 0);
+        int bad = 0;
+        for (int64_t r = 0; r < N3; r++) bad += isnan(Ya[r]) || memcmp(&Ya[r], &Yb[r], sizeof(float)) != 0;
+        T_CHECKF(bad == 0, "Q8_0 K %lld: %d rows missing or different", (long long)K3, bad);
+        free(W3), free(Wx3), free(tmp3), free(X3), free(Ya), free(Yb);
+    }
     /* a table without the kernels refuses the layout instead of misreading it */
     k_kernels ks;
     k_select(&ks, K_ISA_SCALAR);

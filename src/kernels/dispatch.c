@@ -225,6 +225,11 @@ typedef struct mm_job {
     mm_lane lane[MM_LANES];
 } mm_job;
 
+/* Decode work items hold at most this many weight bytes: the last item of a product is
+ * what one thread finishes alone, and an eighth of the 151936-row output matrix (4.8 MB)
+ * left the other thread waiting 20-60 us (pool join wait, tg128 Q4_0 0.5B: 55 -> 31 ms
+ * a run; 64 KB split ffn_down's 4-group K-slice walk and lost 20% there). */
+#define MM_CHUNK_BYTES ((int64_t)256 << 10)
 #define MM_TOKEN_BLOCK 16 /* tokens sharing one weight row while it is hot in L1 */
 
 /* Activation rows: every part that owns its buffers (a.quant) converts the M rows of X. */
@@ -419,9 +424,10 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
         const int64_t items = (int64_t)nth * 8;
         a->chunk = (a->N + items - 1) / items;
         if (M > MM_TOKEN_BLOCK && a->chunk > 16) a->chunk = 16;
-        if (a->x16) a->chunk = (a->chunk + 15) & ~(int64_t)15; /* whole groups */
-        else if (a->ops->vec_dot4) a->chunk = (a->chunk + 3) & ~(int64_t)3; /* whole groups of 4 */
-        if (a->chunk < 1) a->chunk = 1;
+        const int64_t unit = a->x16 ? 16 : a->ops->vec_dot4 ? 4 : 1; /* whole groups */
+        if (M == 1 && a->chunk * (int64_t)a->w_row > MM_CHUNK_BYTES)
+            a->chunk = MM_CHUNK_BYTES / (int64_t)a->w_row / unit * unit;
+        a->chunk = a->chunk < unit ? unit : (a->chunk + unit - 1) / unit * unit;
         j.first[p + 1] = j.first[p] + (a->N > 0 ? (a->N + a->chunk - 1) / a->chunk : 0);
         work += a->N * M;
     }
