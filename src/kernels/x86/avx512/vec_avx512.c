@@ -76,7 +76,7 @@ VEC_INLINE __m512 hsum16(const float *t) {
 
 #define ATT_G 8           /* heads a pass: 8 score accumulators, 16 value ones */
 #define ATT_QR (8 * 256)  /* floats of rounded q a pass holds (hdk <= 256 at 8 heads) */
-#define ATT_PF 32        /* cache rows prefetched this many positions ahead */
+#define ATT_PF 32         /* cache rows prefetched this many positions ahead */
 
 /* s_g[i] for G heads (qr: their q rounded, hdkp floats each, zero past hdk), positions 16 a
  * block: each K row is loaded (and converted) once for the G heads, its G dot vectors go to
@@ -88,7 +88,7 @@ VEC_INLINE void scores(int f16, const int G, const float *qr, int64_t hdkp, cons
         const int nb = (int)(n - i0 < 16 ? n - i0 : 16);
         for (int b = 0; b < 16; b++) {
             __m512 acc[ATT_G];
-            #pragma GCC unroll 8
+#pragma GCC unroll 8
             for (int g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
             if (b < nb) {
                 const uint8_t *k = K + (size_t)(i0 + b) * ks;
@@ -96,16 +96,16 @@ VEC_INLINE void scores(int f16, const int G, const float *qr, int64_t hdkp, cons
                     for (int64_t l = 0; l < hdk * (f16 ? 2 : 4); l += 64) _mm_prefetch((const char *)k + ATT_PF * ks + l, _MM_HINT_T0);
                 for (int64_t d = 0; d < hdk; d += 16) {
                     const __m512 kv = ld16(k, d, tail_mask(hdk - d), f16);
-                    #pragma GCC unroll 8
+#pragma GCC unroll 8
                     for (int g = 0; g < G; g++) acc[g] = _mm512_fmadd_ps(kv, _mm512_load_ps(qr + g * hdkp + d), acc[g]);
                 }
             }
             const int slot = (b % 4) * 4 + b / 4;
-            #pragma GCC unroll 8
+#pragma GCC unroll 8
             for (int g = 0; g < G; g++) _mm512_store_ps(tb[g] + 16 * slot, acc[g]);
         }
         const __mmask16 m = tail_mask(n - i0);
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int g = 0; g < G; g++)
             _mm512_mask_storeu_ps(s + g * n + i0, m, _mm512_mul_ps(hsum16(tb[g]), _mm512_set1_ps(scale)));
     }
@@ -137,7 +137,7 @@ VEC_INLINE void values(int f16, const int G, const float *p, int64_t n, const ui
     for (int64_t d = 0; d < hdv; d += 32) {
         const __mmask16 m0 = tail_mask(hdv - d), m1 = hdv - d > 16 ? tail_mask(hdv - d - 16) : 0;
         __m512 a0[ATT_G], a1[ATT_G];
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int g = 0; g < G; g++) a0[g] = a1[g] = _mm512_setzero_ps();
         for (int64_t i = 0; i < n; i++) {
             const uint8_t *v = V + (size_t)i * vs;
@@ -145,14 +145,14 @@ VEC_INLINE void values(int f16, const int G, const float *p, int64_t n, const ui
                 for (int64_t l = 0; l < (f16 ? 64 : 128); l += 64)
                     _mm_prefetch((const char *)v + ATT_PF * vs + d * (f16 ? 2 : 4) + l, _MM_HINT_T0);
             const __m512 v0 = ld16(v, d, m0, f16), v1 = ld16(v, d + 16, m1, f16);
-            #pragma GCC unroll 8
+#pragma GCC unroll 8
             for (int g = 0; g < G; g++) {
                 const __m512 pg = _mm512_set1_ps(p[g * n + i]);
                 a0[g] = _mm512_fmadd_ps(v0, pg, a0[g]);
                 a1[g] = _mm512_fmadd_ps(v1, pg, a1[g]);
             }
         }
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int g = 0; g < G; g++) {
             _mm512_mask_storeu_ps(out + g * hdv + d, m0, a0[g]);
             _mm512_mask_storeu_ps(out + g * hdv + d + 16, m1, a1[g]);
@@ -165,12 +165,12 @@ VEC_INLINE void attend_heads(int f16, const int G, const float *q, const uint8_t
                              size_t vs, int64_t n, int64_t hdk, int64_t hdv, float scale, float *s, float *out) {
     _Alignas(64) float qr[ATT_QR];
     const int64_t hdkp = (hdk + 15) & ~(int64_t)15;
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int g = 0; g < G; g++)
         for (int64_t d = 0; d < hdkp; d += 16)
             _mm512_store_ps(qr + g * hdkp + d, rnd16(_mm512_maskz_loadu_ps(tail_mask(hdk - d), q + g * hdk + d), f16));
     scores(f16, G, qr, hdkp, K, ks, n, hdk, scale, s);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int g = 0; g < G; g++) softmax(f16, s + g * n, n);
     values(f16, G, s, n, V, vs, hdv, out);
 }
