@@ -64,6 +64,28 @@ void k_avx512_dot16_q5_0(const void *group, const void *arow, int64_t n, float *
 size_t k_avx512_prep16_q5_0(const void *arow, int64_t n, void *dst);
 
 /* element-wise and attention kernels (k_vec_ops) */
+
+/* The core of the vector exps (vec_avx2.c, vec_avx512.c), one definition for both widths
+ * (W = 256 or 512, ROUND the width's round-to-nearest): n = round(x / ln2), r = x - n*ln2
+ * with ln2 split in a short high part (exact times n) and a low part, so |r| <= ln2/2;
+ * declares n and p = exp(r) by its Taylor series to r^6 in Horner form (truncation <=
+ * 0.35^7/7! ~ 1.2e-7). The caller scales p by 2^n its own way. */
+#define K_EXP_REDUCE(W, ROUND, x, n, p)                                                   \
+    const __m##W n = ROUND(_mm##W##_mul_ps(x, _mm##W##_set1_ps(1.44269504088896341f)),     \
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                 \
+    __m##W p;                                                                            \
+    do {                                                                                 \
+        __m##W r_ = _mm##W##_fnmadd_ps(n, _mm##W##_set1_ps(0.693359375f), x);             \
+        r_ = _mm##W##_fnmadd_ps(n, _mm##W##_set1_ps(-2.12194440e-4f), r_);                \
+        p = _mm##W##_set1_ps(1.0f / 720);                                                 \
+        p = _mm##W##_fmadd_ps(p, r_, _mm##W##_set1_ps(1.0f / 120));                       \
+        p = _mm##W##_fmadd_ps(p, r_, _mm##W##_set1_ps(1.0f / 24));                        \
+        p = _mm##W##_fmadd_ps(p, r_, _mm##W##_set1_ps(1.0f / 6));                         \
+        p = _mm##W##_fmadd_ps(p, r_, _mm##W##_set1_ps(0.5f));                             \
+        p = _mm##W##_fmadd_ps(p, r_, _mm##W##_set1_ps(1.0f));                             \
+        p = _mm##W##_fmadd_ps(p, r_, _mm##W##_set1_ps(1.0f));                             \
+    } while (0)
+
 #define K_X86_VEC(ISA)                                                                   \
     void k_##ISA##_silu_mul(const float *g, const float *u, float *out, int64_t n);      \
     void k_##ISA##_attend_f32(const float *q, const void *K, size_t ks, const void *V,    \
