@@ -144,15 +144,11 @@ static int run_once(model_ctx *ctx, const int32_t *toks, long depth, long n_prom
     return 0;
 }
 
-/* The depth context (r->n_depth tokens of toks, untimed; the runs only write positions
- * after it), one warm-up, then reps timed runs of r's test; fills samples, avg and sd. */
+/* One warm-up, then reps timed runs of r's test (after the r->n_depth positions the cache
+ * already holds); fills samples, avg and sd. */
 static int measure(model_ctx *ctx, const int32_t *toks, result *r, int reps, float *logits, nd_err *err) {
     double s;
     r->n_samples = 0;
-    if (r->n_depth > 0) {
-        int rc = model_forward(ctx, toks, (int)r->n_depth, 0, NULL, MODEL_LOGITS_NONE, err);
-        if (rc) return nd_preerr(err, "filling the -d context: ");
-    }
     for (int rep = -1; rep < reps; rep++) {
         int rc = run_once(ctx, toks, r->n_depth, r->n_prompt, r->n_gen, logits, &s, err);
         if (rc) return rc;
@@ -518,6 +514,12 @@ int tool_bench(int argc, char **argv) {
         cp.kv_type = kv;
         model_ctx *ctx = model_ctx_new(m, &cp, &err);
         if (!ctx) { fprintf(stderr, "nindub bench: %s\n", err.msg); goto done; }
+        /* the -d context, once for all tests: they only write the positions after it */
+        if (depth > 0 && model_forward(ctx, toks, (int)depth, 0, NULL, MODEL_LOGITS_NONE, &err)) {
+            fprintf(stderr, "nindub bench: filling the -d context: %s\n", err.msg);
+            model_ctx_free(ctx);
+            goto done;
+        }
         for (int kind = 0; kind < 2; kind++) {
             const int_list *l = kind ? &tg : &pp;
             for (int li = 0; li < l->n; li++) {
