@@ -199,6 +199,66 @@ static void test_matmul(void) {
     nd_pool_free(p);
 }
 
+/* Decode work distribution (lanes, guided item sizes, half-lane steals): several products in
+ * one k_matmul_n (row-layout Q8_0 parts of odd sizes, an X16 Q4_0 part walked by K-slices),
+ * on pools of 2, 3 and 7 threads (more threads than cores: items run late, run on the
+ * driver, or are stolen half by half) and on more threads than a product has lanes: every
+ * row computed, each exactly as the single-row dot. Repeated so the races get their turns. */
+static void test_matmul_split(void) {
+    enum { KA = 256, KB = 4864 };
+    const int64_t NA[3] = {1001, 37, 130}, NB = 1024;
+    k_kernels kk;
+    k_select(&kk, K_ISA_BEST);
+    const size_t ra = q_row_size(ND_TYPE_Q8_0, KA), rb = q_row_size(ND_TYPE_Q4_0, KB);
+    const int64_t na = NA[0] + NA[1] + NA[2];
+    uint8_t *Wa = malloc(ra * (size_t)na), *Wb = aligned_alloc(64, rb * (size_t)NB), *tmp = malloc(16 * rb);
+    float *wf = malloc(sizeof(float) * KB), *X = malloc(sizeof(float) * KB), *Y = malloc(sizeof(float) * (size_t)(na + NB)),
+          *ref = malloc(sizeof(float) * (size_t)(na + NB));
+    uint8_t *xq = malloc(q_row_size(ND_TYPE_Q8_0, KB));
+    unsigned long long s = 11;
+    for (int64_t r = 0; r < na; r++) {
+        for (int i = 0; i < KA; i++) wf[i] = t_rand_f(&s);
+        T_EQ_INT(q_quantize_row(ND_TYPE_Q8_0, wf, Wa + (size_t)r * ra, KA), 0);
+    }
+    for (int64_t r = 0; r < NB; r++) {
+        for (int i = 0; i < KB; i++) wf[i] = t_rand_f(&s);
+        T_EQ_INT(q_quantize_row(ND_TYPE_Q4_0, wf, Wb + (size_t)r * rb, KB), 0);
+    }
+    for (int i = 0; i < KB; i++) X[i] = t_rand_f(&s);
+    /* the single-row dots, before Wb is repacked */
+    const k_ops *oa = &kk.ops[ND_TYPE_Q8_0], *ob = &kk.ops[ND_TYPE_Q4_0];
+    T_EQ_INT(oa->quantize(X, xq, KA), 0);
+    for (int64_t r = 0; r < na; r++) ref[r] = oa->vec_dot(Wa + (size_t)r * ra, xq, KA);
+    T_EQ_INT(ob->quantize(X, xq, KB), 0);
+    for (int64_t r = 0; r < NB; r++) ref[na + r] = ob->vec_dot(Wb + (size_t)r * rb, xq, KB);
+    const bool x16 = k_x16_supported(&kk, ND_TYPE_Q4_0) && k_x16_fits(ND_TYPE_Q4_0, KB, NB, Wb);
+    if (x16) k_x16_repack(ND_TYPE_Q4_0, Wb, KB, NB, tmp);
+    const int threads[] = {2, 3, 7, 70};
+    k_scratch sc = {0};
+    nd_err err;
+    for (size_t ti = 0; ti < sizeof threads / sizeof threads[0]; ti++) {
+        nd_pool *p = nd_pool_new(threads[ti], &err);
+        T_CHECK(p != NULL);
+        if (!p) continue;
+        const k_env env = {&kk, p, &sc};
+        const k_mat ma[3] = {{ND_TYPE_Q8_0, Wa, NA[0], Y, K_LAYOUT_ROWS},
+                             {ND_TYPE_Q8_0, Wa + (size_t)NA[0] * ra, NA[1], Y + NA[0], K_LAYOUT_ROWS},
+                             {ND_TYPE_Q8_0, Wa + (size_t)(NA[0] + NA[1]) * ra, NA[2], Y + NA[0] + NA[1], K_LAYOUT_ROWS}};
+        const k_mat mb = {ND_TYPE_Q4_0, Wb, NB, Y + na, x16 ? K_LAYOUT_X16 : K_LAYOUT_ROWS};
+        int bad = 0;
+        for (int rep = 0; rep < (threads[ti] > 8 ? 5 : 40); rep++) {
+            for (int64_t i = 0; i < na + NB; i++) Y[i] = NAN;
+            T_EQ_INT(k_matmul_n(&env, ma, 3, KA, X, 1, &err), 0);
+            T_EQ_INT(k_matmul_n(&env, &mb, 1, KB, X, 1, &err), 0);
+            for (int64_t i = 0; i < na + NB; i++) bad += !(Y[i] == ref[i]);
+        }
+        T_CHECKF(bad == 0, "%d threads: %d outputs missing or not the row's dot", threads[ti], bad);
+        nd_pool_free(p);
+    }
+    k_scratch_free(&sc);
+    free(Wa), free(Wb), free(tmp), free(wf), free(X), free(Y), free(ref), free(xq);
+}
+
 int main(void) {
     T_RUN(test_each_thread_once);
     T_RUN(test_after_sleep);
@@ -206,5 +266,6 @@ int main(void) {
     T_RUN(test_bad_args);
     T_RUN(test_overhead);
     T_RUN(test_matmul);
+    T_RUN(test_matmul_split);
     return t_done();
 }

@@ -194,7 +194,8 @@ typedef struct mm_args {
     const float *X;     /* for the quantize pass */
     int64_t K, N, M;
     float *Y;           /* [M][N] */
-    int64_t chunk;      /* output rows per work item */
+    int64_t unit;       /* output rows a work item is a whole multiple of (a kernel's row group) */
+    int64_t item_max, item_min; /* units a work item takes: while its lane has plenty left, last */
     k_act_prep_fn prep; /* A -> P (NULL: P is A) */
     bool quant;         /* this part converts X into A (and P); false: shares an earlier part's */
     bool x16;           /* W in the X16 layout: ops->vec_dot16 on groups of 16 rows */
@@ -202,20 +203,24 @@ typedef struct mm_args {
     size_t x16_wstep, x16_astep; /* bytes a group / the prepared row advance per slice */
 } mm_args;
 
-/* Rows are dealt in lanes, one per pool item, each a contiguous range with its own claim
- * counter on its own cache line: a thread claims from its lane (a counter its core owns),
- * then steals from the others in turn, so uneven cores still balance. One shared counter
- * made every claim a cross-core line transfer (~170 ns; perf: ~5% of decode and ~13% of a
- * 4-token batch went to it). */
+/* Rows are dealt in lanes, one per pool item, each a range of work units [next, end) in
+ * one atomic word on its own cache line. A thread claims items from the front of its own
+ * lane (a line its core owns); when the lane is empty it steals the back half of the
+ * fullest other lane and makes that its lane, so uneven cores balance with a few steals.
+ * One shared counter made every claim a cross-core line transfer (~170 ns; perf: ~5% of
+ * decode and ~13% of a 4-token batch went to it); claiming a thief's items one by one
+ * from a victim's lane made the last items of a product ping-pong that line (~240 ns a
+ * transfer on this VM, more than a 16-row group of a small matrix takes). */
 typedef struct mm_lane {
-    _Alignas(64) _Atomic int64_t next;
-    int64_t end;
+    _Alignas(64) _Atomic uint64_t range; /* next | end << 32, in units */
 } mm_lane;
 
-#define MM_LANES 16
+static inline uint64_t lane_pack(int64_t next, int64_t end) { return (uint64_t)next | (uint64_t)end << 32; }
+
+#define MM_LANES 64 /* pool items of a product: each owns a lane (more threads than this: idle) */
 
 /* Up to K_MATMUL_PARTS products share one job (k_matmul_n): part p owns the global work
- * items (chunks of its rows) [first[p], first[p + 1]). */
+ * units (a.unit rows each) [first[p], first[p + 1]). */
 typedef struct mm_job {
     mm_args a[K_MATMUL_PARTS];
     int n_parts;
@@ -317,6 +322,56 @@ static void mm_rows(const mm_args *j, int64_t r0, int64_t r1) {
     }
 }
 
+/* Work items shrink as their lane runs out (guided self-scheduling): an item takes a
+ * quarter of what is left in the lane, within [item_min, item_max] units, so the item a
+ * thread is on when the other runs dry is small. With fixed items of an eighth of a
+ * thread's rows, the two threads' ends were 1-5 us apart per decode product (Q4_0 0.5B:
+ * ~1 us for Q/K/V, 3-4 for gate/up, 5 for ffn_down). */
+#define MM_GUIDE 4
+
+/* Claims an item from the front of lane l: true with [*u0, *u1) and its part *pp. */
+static bool lane_claim(mm_lane *l, const mm_args *a, const int64_t *first, int64_t *u0, int64_t *u1, int *pp) {
+    uint64_t r = atomic_load_explicit(&l->range, memory_order_relaxed);
+    for (;;) {
+        const int64_t next = (int64_t)(uint32_t)r, end = (int64_t)(r >> 32);
+        if (next >= end) return false;
+        int p = 0;
+        while (next >= first[p + 1]) p++;
+        int64_t size = (end - next) / MM_GUIDE;
+        size = size > a[p].item_max ? a[p].item_max : size < a[p].item_min ? a[p].item_min : size;
+        int64_t e = next + size < end ? next + size : end;
+        if (e > first[p + 1]) e = first[p + 1];
+        if (atomic_compare_exchange_weak_explicit(&l->range, &r, lane_pack(e, end), memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *u0 = next, *u1 = e, *pp = p;
+            return true;
+        }
+    }
+}
+
+/* Moves the back half of the fullest other lane into (empty) lane `own`: false if every
+ * lane is empty. */
+static bool lane_steal(mm_job *j, int own) {
+    for (;;) {
+        int best = -1;
+        int64_t most = 0;
+        uint64_t r = 0;
+        for (int k = 1; k < j->n_lanes; k++) {
+            const int v = (own + k) % j->n_lanes;
+            const uint64_t rv = atomic_load_explicit(&j->lane[v].range, memory_order_relaxed);
+            const int64_t left = (int64_t)(rv >> 32) - (int64_t)(uint32_t)rv;
+            if (left > most) best = v, most = left, r = rv;
+        }
+        if (best < 0) return false;
+        const int64_t next = (int64_t)(uint32_t)r, end = (int64_t)(r >> 32), cut = end - (most + 1) / 2;
+        if (!atomic_compare_exchange_strong_explicit(&j->lane[best].range, &r, lane_pack(next, cut),
+                                                     memory_order_relaxed, memory_order_relaxed))
+            continue; /* it moved: look again */
+        atomic_store_explicit(&j->lane[own].range, lane_pack(cut, end), memory_order_relaxed);
+        return true;
+    }
+}
+
 static void mm_dot_worker(void *arg, int ith, int nth) {
     mm_job *j = arg;
     (void)nth;
@@ -325,16 +380,15 @@ static void mm_dot_worker(void *arg, int ith, int nth) {
     int64_t first[K_MATMUL_PARTS + 1];
     memcpy(a, j->a, (size_t)np * sizeof a[0]);
     memcpy(first, j->first, (size_t)(np + 1) * sizeof first[0]);
-    for (int k = 0; k < j->n_lanes; k++) {
-        mm_lane *l = &j->lane[(ith + k) % j->n_lanes];
-        for (;;) {
-            const int64_t g = atomic_fetch_add_explicit(&l->next, 1, memory_order_relaxed);
-            if (g >= l->end) break;
-            int p = 0;
-            while (g >= first[p + 1]) p++;
-            const int64_t r0 = (g - first[p]) * a[p].chunk;
-            mm_rows(&a[p], r0, r0 + a[p].chunk < a[p].N ? r0 + a[p].chunk : a[p].N);
+    mm_lane *own = &j->lane[ith];
+    for (;;) {
+        int64_t u0, u1;
+        int p;
+        while (lane_claim(own, a, first, &u0, &u1, &p)) {
+            const int64_t r0 = (u0 - first[p]) * a[p].unit, r1 = (u1 - first[p]) * a[p].unit;
+            mm_rows(&a[p], r0, r1 < a[p].N ? r1 : a[p].N);
         }
+        if (!lane_steal(j, ith)) return;
     }
 }
 
@@ -414,21 +468,29 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
                              nd_type_info(ops->atype)->name);
         }
     }
-    /* Work items: about 8 per thread and part (balances uneven cores); batches longer than
-     * one token block cap an item at a block of rows whose weights stay in L2 while all
-     * token blocks pass over them (shorter ones keep each 4-row group in L1 for all tokens). */
+    /* Work items: at most about 8 per thread and part (balances uneven cores); batches
+     * longer than one token block cap an item at a block of rows whose weights stay in L2
+     * while all token blocks pass over them (shorter ones keep each 4-row group in L1 for
+     * all tokens). Decode items shrink at the end of a lane down to ~4 KB of weights, or
+     * 2 X16 groups where the groups are walked together by K-slices. */
     int64_t work = 0;
     j.first[0] = 0;
     for (int p = 0; p < n; p++) {
         mm_args *a = &j.a[p];
         const int64_t items = (int64_t)nth * 8;
-        a->chunk = (a->N + items - 1) / items;
-        if (M > MM_TOKEN_BLOCK && a->chunk > 16) a->chunk = 16;
-        const int64_t unit = a->x16 ? 16 : a->ops->vec_dot4 ? 4 : 1; /* whole groups */
-        if (M == 1 && a->chunk * (int64_t)a->w_row > MM_CHUNK_BYTES)
-            a->chunk = MM_CHUNK_BYTES / (int64_t)a->w_row / unit * unit;
-        a->chunk = a->chunk < unit ? unit : (a->chunk + unit - 1) / unit * unit;
-        j.first[p + 1] = j.first[p] + (a->N > 0 ? (a->N + a->chunk - 1) / a->chunk : 0);
+        int64_t chunk = (a->N + items - 1) / items;
+        if (M > MM_TOKEN_BLOCK && chunk > 16) chunk = 16;
+        a->unit = a->x16 ? 16 : a->ops->vec_dot4 ? 4 : 1; /* whole groups */
+        a->item_max = (chunk + a->unit - 1) / a->unit;
+        const int64_t unit_bytes = a->unit * (int64_t)a->w_row;
+        if (M == 1 && a->item_max * unit_bytes > MM_CHUNK_BYTES)
+            a->item_max = MM_CHUNK_BYTES / unit_bytes > 1 ? MM_CHUNK_BYTES / unit_bytes : 1;
+        a->item_min = a->item_max;
+        if (M == 1) {
+            const int64_t small = a->x16 && a->x16_slice < K ? 2 : 4096 / unit_bytes;
+            a->item_min = small < 1 ? 1 : small > a->item_max ? a->item_max : small;
+        }
+        j.first[p + 1] = j.first[p] + (a->N + a->unit - 1) / a->unit;
         work += a->N * M;
     }
     if (nth == 1 || work < 64) {
@@ -436,14 +498,13 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
             if (j.a[p].N > 0) mm_rows(&j.a[p], 0, j.a[p].N);
         return 0;
     }
-    /* lanes: nth contiguous ranges of the chunks of all parts */
+    /* lanes: nth contiguous ranges of the units of all parts */
     j.n_lanes = nth < MM_LANES ? nth : MM_LANES;
-    const int64_t n_chunks = j.first[n];
-    for (int l = 0; l < j.n_lanes; l++) {
-        atomic_init(&j.lane[l].next, n_chunks * l / j.n_lanes);
-        j.lane[l].end = n_chunks * (l + 1) / j.n_lanes;
-    }
-    nd_pool_run(env->pool, mm_dot_worker, &j);
+    const int64_t n_units = j.first[n];
+    if (n_units > INT32_MAX) return nd_seterr(err, ND_EINVAL, "matmul: %lld row groups", (long long)n_units);
+    for (int l = 0; l < j.n_lanes; l++)
+        atomic_init(&j.lane[l].range, lane_pack(n_units * l / j.n_lanes, n_units * (l + 1) / j.n_lanes));
+    nd_pool_run_items(env->pool, mm_dot_worker, &j, j.n_lanes);
     return 0;
 }
 
