@@ -777,11 +777,22 @@ static void test_x16(void) {
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 24, (void *)(uintptr_t)64));  /* N % 16 */
     T_CHECK(!k_x16_fits(ND_TYPE_Q4_0, 128, 32, (void *)(uintptr_t)96));  /* alignment */
     T_CHECK(!k_x16_fits(ND_TYPE_Q5_1, 128, 32, (void *)(uintptr_t)64));  /* type */
-    const int64_t Ks[] = {64, 256, 896, 4864}, N = 48, Ms[] = {1, 5, 64, 70};
-    const int64_t Kmax = 4864, Mmax = 70;
+    /* long Q4_0 rows are stored by 256-element slices, slice-major within runs of 4 groups
+     * (3 in the last run of 48 rows); everything else whole */
+    T_EQ_INT(k_x16_slice(ND_TYPE_Q4_0, 896), 896);
+    T_EQ_INT(k_x16_slice(ND_TYPE_Q4_0, 4864), 256);
+    T_EQ_INT(k_x16_slice(ND_TYPE_Q8_0, 4864), 4864);
+    T_EQ_INT(k_x16_offset(ND_TYPE_Q4_0, 4928, 48, 1, 0), 16 * 8 * 18);       /* group 1, slice 0 */
+    T_EQ_INT(k_x16_offset(ND_TYPE_Q4_0, 4928, 48, 2, 19), 19 * 3 * 2304 + 2 * 16 * 2 * 18); /* short last slice */
+    T_EQ_INT(k_x16_offset(ND_TYPE_Q4_0, 4928, 80, 4, 1), 4 * 16 * 2772 + 2304); /* the second run: 1 group */
+    T_EQ_INT(k_x16_offset(ND_TYPE_Q8_0, 4864, 48, 2, 0), 2 * 16 * 5168);
+    /* 4864 and 4928: Q4_0 stored by K-slices (4928: a short last slice); N = 48 groups
+     * the slices in a run of 3 groups */
+    const int64_t Ks[] = {64, 256, 896, 4864, 4928}, N = 48, Ms[] = {1, 5, 64, 70};
+    const int64_t Kmax = 4928, Mmax = 70;
     const size_t rmax = q_row_size(ND_TYPE_Q8_0, Kmax);
-    uint8_t *W = aligned_alloc(64, rmax * N), *Wx = aligned_alloc(64, rmax * N), *tmp = malloc(16 * rmax);
-    uint8_t *row = malloc(rmax);
+    uint8_t *W = aligned_alloc(64, rmax * N), *Wx = aligned_alloc(64, rmax * N), *tmp = malloc(K_X16_TMP_ROWS * rmax);
+    uint8_t *row = malloc(rmax), *grp = aligned_alloc(64, 16 * rmax);
     float *X = malloc(sizeof(float) * Kmax * Mmax), *Y0 = malloc(sizeof(float) * N * Mmax),
           *Y1 = malloc(sizeof(float) * N * Mmax);
     unsigned long long sd = 21;
@@ -803,7 +814,7 @@ static void test_x16(void) {
         T_CHECK(memcmp(Wx, W, rb * N) != 0);
         int bad_rows = 0;
         for (int64_t r = 0; r < N; r++) {
-            k_x16_row(wt, Wx, K, r, row);
+            k_x16_row(wt, Wx, K, N, r, row);
             bad_rows += memcmp(row, W + (size_t)r * rb, rb) != 0;
         }
         T_CHECKF(bad_rows == 0, "%s K %lld: %d rows do not round-trip", tname(wt), (long long)K, bad_rows);
@@ -832,7 +843,8 @@ static void test_x16(void) {
             }
             int bad = 0;
             for (int64_t g = 0; g < N / 16; g++) {
-                const uint8_t *G = Wx + (size_t)g * 16 * rb;
+                k_x16_group(wt, Wx, K, N, g, grp); /* whole, whatever the matrix is stored by */
+                const uint8_t *G = grp;
                 float whole[16], part[16], state[K_X16_STATE];
                 ops->vec_dot16(G, arow, K, whole, NULL, K_X16_BEGIN | K_X16_END);
                 for (int trial = 0; trial < 4; trial++) {
@@ -865,7 +877,7 @@ static void test_x16(void) {
         }
         free(aq), free(wf), free(af);
     }
-    T_EQ_INT(tested, q5 ? 14 : 10); /* (type, K) pairs: Q4_0 / Q8_0 / Q5_0 x 4 K, Q4_K x 2 */
+    T_EQ_INT(tested, q5 ? 17 : 12); /* (type, K) pairs: Q4_0 / Q8_0 / Q5_0 x 5 K, Q4_K x 2 */
     /* enough rows that a work item holds several groups, walked together by K-slices when
      * the kernel asks for them (Q4_0): still the GGUF-layout product's bits */
     {
@@ -887,7 +899,7 @@ static void test_x16(void) {
     {
         const int64_t K3 = 16384, N3 = 512;
         const size_t rb = q_row_size(ND_TYPE_Q8_0, K3);
-        uint8_t *W3 = aligned_alloc(64, rb * N3), *Wx3 = aligned_alloc(64, rb * N3), *tmp3 = malloc(16 * rb);
+        uint8_t *W3 = aligned_alloc(64, rb * N3), *Wx3 = aligned_alloc(64, rb * N3), *tmp3 = malloc(K_X16_TMP_ROWS * rb);
         float *X3 = malloc(sizeof(float) * K3), *Ya = malloc(sizeof(float) * N3), *Yb = malloc(sizeof(float) * N3);
         for (int64_t r = 0; r < N3; r++) gen_weights(ND_TYPE_Q8_0, W3 + (size_t)r * rb, K3, (int)(r % M_COUNT), &sd);
         for (int64_t i = 0; i < K3; i++) X3[i] = t_rand_f(&sd);
@@ -910,7 +922,7 @@ static void test_x16(void) {
     T_EQ_INT(k_matmul_n(&es, &b, 1, 64, X, 1, &err), ND_EUNSUPPORTED);
     k_scratch_free(&sc);
     nd_pool_free(pool);
-    free(W), free(Wx), free(tmp), free(row), free(X), free(Y0), free(Y1);
+    free(W), free(Wx), free(tmp), free(row), free(grp), free(X), free(Y0), free(Y1);
 }
 
 /* ------------------------------------------------- element-wise, attention */

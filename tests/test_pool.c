@@ -211,7 +211,7 @@ static void test_matmul_split(void) {
     k_select(&kk, K_ISA_BEST);
     const size_t ra = q_row_size(ND_TYPE_Q8_0, KA), rb = q_row_size(ND_TYPE_Q4_0, KB);
     const int64_t na = NA[0] + NA[1] + NA[2];
-    uint8_t *Wa = malloc(ra * (size_t)na), *Wb = aligned_alloc(64, rb * (size_t)NB), *tmp = malloc(16 * rb);
+    uint8_t *Wa = malloc(ra * (size_t)na), *Wb = aligned_alloc(64, rb * (size_t)NB), *tmp = malloc(K_X16_TMP_ROWS * rb);
     float *wf = malloc(sizeof(float) * KB), *X = malloc(sizeof(float) * KB), *Y = malloc(sizeof(float) * (size_t)(na + NB)),
           *ref = malloc(sizeof(float) * (size_t)(na + NB));
     uint8_t *xq = malloc(q_row_size(ND_TYPE_Q8_0, KB));

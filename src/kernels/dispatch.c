@@ -199,8 +199,9 @@ typedef struct mm_args {
     k_act_prep_fn prep; /* A -> P (NULL: P is A) */
     bool quant;         /* this part converts X into A (and P); false: shares an earlier part's */
     bool x16;           /* W in the X16 layout: ops->vec_dot16 on groups of 16 rows */
-    int64_t x16_slice;  /* X16 decode: K-slice (elements) the groups are walked by (K: whole) */
-    size_t x16_wstep, x16_astep; /* bytes a group / the prepared row advance per slice */
+    int64_t x16_slice;  /* X16: the K-slice the matrix is stored by (k_x16_slice; K: whole groups) */
+    size_t x16_sbytes, x16_lbytes; /* a group's bytes in a whole slice, in the last one */
+    size_t x16_astep;   /* the prepared row's advance per slice */
 } mm_args;
 
 /* Rows are dealt in lanes, one per pool item, each a range of work units [next, end) in
@@ -253,31 +254,36 @@ static void mm_quantize_worker(void *arg, int ith, int nth) {
     }
 }
 
-/* X16 groups (the chunks are whole groups). A decode dot over long rows may walk up to
- * X16_GROUPS groups together, K-slice by K-slice (x16_slicing), so that the activation
- * slice is read again while it is still in L1: read whole, a Q4_0 group at K = 4864 (43.8
- * KB) streams more than L1 holds between two reads of the same activation block, and one
- * thread streamed 21 GB/s from RAM instead of 30 at K = 896 (29-31 sliced). */
-#define X16_GROUPS 4
+/* X16 groups [r0 / 16, r1 / 16). A matrix stored by K-slices (runs of K_X16_SUPER groups,
+ * slice-major) is walked run by run, slice by slice: the run's groups in one stream, each
+ * group's sums carried between slices in its state; each token in turn when M > 1 (a
+ * short batch: the run, at most 4 x 16 rows, stays in L2 for the next token). */
 static void mm_rows_x16(const mm_args *j, int64_t r0, int64_t r1) {
     const k_vec_dot16_fn dot16 = j->ops->vec_dot16;
-    const size_t gstep = 16 * j->w_row;
-    if (j->M > 1 || j->x16_slice >= j->K) { /* group by group, token by token */
+    if (j->x16_slice >= j->K) { /* whole groups: group by group, token by token */
         for (int64_t r = r0; r < r1; r += 16)
             for (int64_t t = 0; t < j->M; t++)
                 dot16(j->W + r * j->w_row, j->P + t * j->p_row, j->K, j->Y + t * j->N + r, NULL,
                       K_X16_BEGIN | K_X16_END);
         return;
     }
-    float state[X16_GROUPS][K_X16_STATE];
-    for (int64_t r = r0; r < r1; r += 16 * X16_GROUPS) {
-        const int ng = (int)((r1 - r) / 16 < X16_GROUPS ? (r1 - r) / 16 : X16_GROUPS);
-        const uint8_t *w = j->W + r * j->w_row, *a = j->P;
-        for (int64_t k0 = 0; k0 < j->K; k0 += j->x16_slice, w += j->x16_wstep, a += j->x16_astep) {
-            const int64_t n = j->K - k0 < j->x16_slice ? j->K - k0 : j->x16_slice;
-            const unsigned part = (k0 == 0 ? K_X16_BEGIN : 0) | (k0 + n == j->K ? K_X16_END : 0);
-            for (int g = 0; g < ng; g++) dot16(w + g * gstep, a, n, j->Y + r + 16 * g, state[g], part);
+    const int64_t S = j->x16_slice, groups = j->N / 16;
+    float state[K_X16_SUPER][K_X16_STATE];
+    for (int64_t g = r0 / 16; g < r1 / 16;) {
+        const int64_t run = g / K_X16_SUPER * K_X16_SUPER; /* first group of g's run */
+        const int64_t ng = groups - run < K_X16_SUPER ? groups - run : K_X16_SUPER;
+        const int64_t i0 = g - run, i1 = (r1 / 16 - run < ng ? r1 / 16 - run : ng);
+        for (int64_t t = 0; t < j->M; t++) {
+            const uint8_t *w = j->W + run * 16 * j->w_row, *a = j->P + t * j->p_row;
+            float *y = j->Y + t * j->N + run * 16;
+            for (int64_t k0 = 0; k0 < j->K; k0 += S, w += ng * j->x16_sbytes, a += j->x16_astep) {
+                const int64_t n = j->K - k0 < S ? j->K - k0 : S;
+                const unsigned part = (k0 == 0 ? K_X16_BEGIN : 0) | (k0 + n == j->K ? K_X16_END : 0);
+                const size_t gb = k0 + S < j->K ? j->x16_sbytes : j->x16_lbytes;
+                for (int64_t i = i0; i < i1; i++) dot16(w + i * gb, a, n, y + 16 * i, state[i], part);
+            }
         }
+        g = run + i1;
     }
 }
 
@@ -392,19 +398,12 @@ static void mm_dot_worker(void *arg, int ith, int nth) {
     }
 }
 
-/* The K-slice of an X16 product: the largest whole multiple of K_X16_SLICE_ALIGN elements
- * within the kernel's x16_slice_bytes per group, or K (whole groups) when the kernel has no
- * slice size or a group fits in twice it. */
+/* The K-slice an X16 matrix is stored by, and the strides of its walk. */
 static void x16_slicing(mm_args *a, uint32_t wtype) {
-    const size_t limit = (size_t)a->ops->x16_slice_bytes;
-    a->x16_slice = a->K;
-    if (!limit || 16 * a->w_row <= 2 * limit) return;
-    int64_t s = K_X16_SLICE_ALIGN;
-    while (s + K_X16_SLICE_ALIGN < a->K && 16 * q_row_size(wtype, s + K_X16_SLICE_ALIGN) <= limit)
-        s += K_X16_SLICE_ALIGN;
-    a->x16_slice = s;
-    a->x16_wstep = 16 * q_row_size(wtype, s);
-    a->x16_astep = a->prep ? a->prep(NULL, s, NULL) : q_row_size(a->ops->atype, s);
+    a->x16_slice = k_x16_slice(wtype, a->K);
+    a->x16_sbytes = 16 * q_row_size(wtype, a->x16_slice);
+    a->x16_lbytes = 16 * q_row_size(wtype, a->K - (a->K - 1) / a->x16_slice * a->x16_slice);
+    a->x16_astep = a->prep ? a->prep(NULL, a->x16_slice, NULL) : q_row_size(a->ops->atype, a->x16_slice);
 }
 
 /* The per-row path for n products sharing X: activations converted once per distinct
@@ -472,7 +471,7 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
      * longer than one token block cap an item at a block of rows whose weights stay in L2
      * while all token blocks pass over them (shorter ones keep each 4-row group in L1 for
      * all tokens). Decode items shrink at the end of a lane down to ~4 KB of weights, or
-     * 2 X16 groups where the groups are walked together by K-slices. */
+     * one X16 group, or one run of groups stored by K-slices (an item always whole runs). */
     int64_t work = 0;
     j.first[0] = 0;
     for (int p = 0; p < n; p++) {
@@ -480,14 +479,15 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
         const int64_t items = (int64_t)nth * 8;
         int64_t chunk = (a->N + items - 1) / items;
         if (M > MM_TOKEN_BLOCK && chunk > 16) chunk = 16;
-        a->unit = a->x16 ? 16 : a->ops->vec_dot4 ? 4 : 1; /* whole groups */
+        /* whole groups; whole runs of groups stored by K-slices (the last may be short) */
+        a->unit = !a->x16 ? (a->ops->vec_dot4 ? 4 : 1) : a->x16_slice < K ? 16 * K_X16_SUPER : 16;
         a->item_max = (chunk + a->unit - 1) / a->unit;
         const int64_t unit_bytes = a->unit * (int64_t)a->w_row;
         if (M == 1 && a->item_max * unit_bytes > MM_CHUNK_BYTES)
             a->item_max = MM_CHUNK_BYTES / unit_bytes > 1 ? MM_CHUNK_BYTES / unit_bytes : 1;
         a->item_min = a->item_max;
         if (M == 1) {
-            const int64_t small = a->x16 && a->x16_slice < K ? 2 : 4096 / unit_bytes;
+            const int64_t small = 4096 / unit_bytes;
             a->item_min = small < 1 ? 1 : small > a->item_max ? a->item_max : small;
         }
         j.first[p + 1] = j.first[p] + (a->N + a->unit - 1) / a->unit;

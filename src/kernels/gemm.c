@@ -27,6 +27,9 @@ typedef struct gm_job {
     _Atomic int64_t next;
     _Atomic int status; /* first quantize error */
     bool x16;           /* W in the X16 layout: tile_x16 */
+    uint32_t wtype;
+    uint8_t *gtmp;      /* X16 stored by K-slices: one whole group per thread (else NULL) */
+    size_t g_size;
 } gm_job;
 
 static void gm_quantize_worker(void *arg, int ith, int nth) {
@@ -65,7 +68,12 @@ static void gm_tile_worker(void *arg, int ith, int nth) {
         int nr = (int)(j->N - n0 < rows ? j->N - n0 : rows);
         int64_t mm = j->M - m0 < j->m_chunk ? j->M - m0 : j->m_chunk;
         if (mm <= 0) continue;
-        (j->x16 ? j->g->tile_x16 : j->g->tile)(j->W + (size_t)n0 * j->w_row, j->w_row, nr,
+        const uint8_t *w = j->W + (size_t)n0 * j->w_row;
+        if (j->gtmp) { /* the group's slices into one whole group */
+            w = j->gtmp + (size_t)ith * j->g_size;
+            k_x16_group(j->wtype, j->W, j->K, j->N, n0 / 16, (void *)w);
+        }
+        (j->x16 ? j->g->tile_x16 : j->g->tile)(w, j->w_row, nr,
                                               j->P + (size_t)m0 * j->p_row, j->p_row, mm, j->K,
                                               j->Y + m0 * j->N + n0, j->N, wtmp);
     }
@@ -76,7 +84,7 @@ static int gm_scratch(k_scratch *s, gm_job *j, int nth) {
     const size_t a_rows = j->g->act_pack ? (size_t)nth : (size_t)j->M;
     const size_t p_bytes = j->g->act_pack ? GEMM_ROUND((size_t)j->M * j->p_row) : 0;
     const size_t a_bytes = GEMM_ROUND(a_rows * j->a_row);
-    const size_t need = p_bytes + a_bytes + (size_t)nth * j->w_size + K_GEMM_ALIGN;
+    const size_t need = p_bytes + a_bytes + (size_t)nth * (j->w_size + j->g_size) + K_GEMM_ALIGN;
     if (need > s->cap) {
         void *d = nd_malloc(need);
         if (!d) return ND_ENOMEM;
@@ -88,6 +96,7 @@ static int gm_scratch(k_scratch *s, gm_job *j, int nth) {
     j->P = base;
     j->A = base + p_bytes;
     j->wtmp = base + p_bytes + a_bytes;
+    j->gtmp = j->g_size ? j->wtmp + (size_t)nth * j->w_size : NULL;
     if (!j->g->act_pack) {
         j->P = j->A;
         j->p_row = j->a_row;
@@ -100,10 +109,11 @@ static int gemm_run(const k_env *env, uint32_t wtype, const void *W, int64_t K, 
     const int nth = nd_pool_size(env->pool);
     const k_ops *ops = &env->kern->ops[wtype];
     gm_job j = {.ops = ops, .g = env->kern->gemm[wtype], .W = W, .w_row = q_row_size(wtype, K), .X = X,
-                .K = K, .N = N, .M = M, .Y = Y, .x16 = x16};
+                .K = K, .N = N, .M = M, .Y = Y, .x16 = x16, .wtype = wtype};
     j.a_row = q_row_size(ops->atype, K);
     j.p_row = j.g->act_pack ? GEMM_ROUND(j.g->act_size(K)) : j.a_row;
     j.w_size = GEMM_ROUND(j.g->w_size(K));
+    if (x16 && k_x16_slice(wtype, K) < K) j.g_size = GEMM_ROUND(16 * j.w_row);
     if (gm_scratch(env->scratch, &j, nth))
         return nd_seterr(err, ND_ENOMEM, "out of memory for %lld activation rows", (long long)M);
     if (M >= 4 && nth > 1)

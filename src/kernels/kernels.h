@@ -43,14 +43,13 @@ typedef size_t (*k_act_prep_fn)(const void *arow, int64_t n, void *dst);
 /* X16 layout (K_LAYOUT_X16): the 16 rows of a group (at its first row's address) with one
  * activation row prepared by the entry's act_prep16, into out[0..15] — each bit-identical
  * to vec_dot4 / the prefill tile on the same rows in GGUF layout.
- * The dot may also run over K-slices, so that a caller can walk several groups slice by
- * slice (a long group read whole streams more bytes through L1 than it holds between two
- * reads of the same activation block, and the activation row is evicted): part
+ * The dot may also run over K-slices (matrices with long rows are stored by slices, see
+ * k_x16_slice): part
  * K_X16_BEGIN starts the sums, a call without K_X16_END keeps them in state
  * (K_X16_STATE floats) instead of writing out, the next call resumes from there; whole =
- * K_X16_BEGIN | K_X16_END (state unused). For a slice starting at element k0 (a multiple
- * of K_X16_SLICE_ALIGN), group and arow advance by 16 * row size(k0) and by the prepared
- * size of k0 elements; the result is the whole dot's bits. */
+ * K_X16_BEGIN | K_X16_END (state unused). `group` is then the slice's bytes (the group
+ * layout of a K = n matrix) and arow advances by the prepared size of the elements before
+ * the slice (k0, a multiple of K_X16_SLICE_ALIGN); the result is the whole dot's bits. */
 #define K_X16_BEGIN 1u
 #define K_X16_END 2u
 #define K_X16_STATE (9 * 16)
@@ -70,8 +69,6 @@ typedef struct k_ops {
     k_act_prep_fn act_prep;  /* optional (NULL): the activation layout of vec_dot4 / vec_dot4n */
     k_vec_dot16_fn vec_dot16; /* optional (NULL): weights in the X16 layout */
     k_act_prep_fn act_prep16; /* optional with vec_dot16: its activation layout (NULL: the quantized row) */
-    int x16_slice_bytes;      /* decode walks groups longer than this many bytes by K-slices of about
-                                 this many bytes per group (0: always whole; measured per kernel) */
 } k_ops;
 
 /* Element-wise and attention kernels (the non-matmul work of a layer; at decode it runs on
@@ -155,17 +152,32 @@ typedef struct k_env {
  *                  row r's group starts where row r / 16 * 16 did. Made once at load, in
  *                  place (k_x16_repack), when the weights are copied and this CPU's kernels
  *                  have the layout (k_x16_supported); outputs are bit-identical to
- *                  K_LAYOUT_ROWS. */
+ *                  K_LAYOUT_ROWS. Long Q4_0 rows (a group over 8 KB) are stored by
+ *                  K-slices instead: each K_X16_SUPER groups (the last run may have
+ *                  fewer) hold slice 0 of each group, then slice 1 of each, ... (a slice
+ *                  of a group laid out as a group of a K = slice matrix), so that decode
+ *                  reads them in one sequential stream while the activation slice they
+ *                  share stays in L1 (read whole, a 43.8 KB group at K = 4864 pushed the
+ *                  activation row out of L1 between two uses). */
 enum { K_LAYOUT_ROWS = 0, K_LAYOUT_X16 = 1 };
 /* the shape and address allow X16: Q4_0, Q5_0 or Q8_0 with K % 64 == 0, or Q4_K; N % 16 == 0,
  * W 64-byte aligned */
 bool k_x16_fits(uint32_t wtype, int64_t K, int64_t N, const void *W);
 /* k has every kernel the layout needs for wtype (decode, short batches, prefill tiles) */
 bool k_x16_supported(const k_kernels *k, uint32_t wtype);
-/* in place, GGUF rows -> X16 (k_x16_fits must hold; tmp: 16 rows' bytes) */
+#define K_X16_SUPER 4     /* groups stored slice by slice together */
+#define K_X16_TMP_ROWS (16 * K_X16_SUPER) /* rows of k_x16_repack's tmp (a run) */
+/* the K-slice (elements) an X16 matrix of this type and K is stored by: K (whole groups),
+ * or a multiple of K_X16_SLICE_ALIGN that keeps a group's slice within 4 KB */
+int64_t k_x16_slice(uint32_t wtype, int64_t K);
+/* byte offset of slice s of group g in an X16 matrix of N rows */
+size_t k_x16_offset(uint32_t wtype, int64_t K, int64_t N, int64_t g, int64_t s);
+/* in place, GGUF rows -> X16 (k_x16_fits must hold; tmp: K_X16_TMP_ROWS rows' bytes) */
 void k_x16_repack(uint32_t wtype, void *W, int64_t K, int64_t N, void *tmp);
-/* row r of an X16 matrix back in GGUF layout (one row's bytes at dst) */
-void k_x16_row(uint32_t wtype, const void *W, int64_t K, int64_t r, void *dst);
+/* group g of an X16 matrix of N rows in the whole-group layout (16 rows' bytes at dst) */
+void k_x16_group(uint32_t wtype, const void *W, int64_t K, int64_t N, int64_t g, void *dst);
+/* row r of an X16 matrix of N rows back in GGUF layout (one row's bytes at dst) */
+void k_x16_row(uint32_t wtype, const void *W, int64_t K, int64_t N, int64_t r, void *dst);
 
 /* Batches of fewer tokens than this never use the blocked GEMM (see k_matmul). */
 #define K_GEMM_MIN_TOKENS 64

@@ -381,7 +381,7 @@ static void embed(model_ctx *c, const int32_t *tokens, int64_t B) {
     for (int64_t t = 0; t < B; t++) {
         const uint8_t *r = (const uint8_t *)te->data + (size_t)tokens[t] * row;
         if (te->layout == K_LAYOUT_X16) { /* a tied output, repacked: the row back in GGUF layout */
-            k_x16_row(te->type, te->data, te->k, tokens[t], c->embd_row);
+            k_x16_row(te->type, te->data, te->k, te->n, tokens[t], c->embd_row);
             r = c->embd_row;
         }
         q_dequantize_row(te->type, r, c->x + t * te->k, te->k);

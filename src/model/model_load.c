@@ -415,7 +415,7 @@ static int repack_weights(model_t *m, nd_err *err) {
     size_t tmp_size = 0;
     for (size_t i = 0; i < n; i++)
         if (mats[i] != &m->tok_embd && repackable(&k, mats[i])) {
-            const size_t g = 16 * q_row_size(mats[i]->type, mats[i]->k);
+            const size_t g = K_X16_TMP_ROWS * q_row_size(mats[i]->type, mats[i]->k);
             tmp_size = g > tmp_size ? g : tmp_size;
         }
     void *tmp = tmp_size ? nd_malloc(tmp_size) : NULL;

@@ -1078,10 +1078,6 @@ void k_install_gemm_avx512(k_kernels *k) {
         k->gemm[types[i]] = k_gemm_avx512_ops(types[i]);
     k->ops[ND_TYPE_Q4_0].vec_dot16 = k_avx512_dot16_q4_0; /* the X16 layout's decode side */
     k->ops[ND_TYPE_Q4_0].act_prep16 = k_avx512_prep16_q4_0;
-    /* K-slices of 4 KB (kernels.h, dispatch.c): one Q4_0 matrix from RAM at K = 4864, 2
-     * threads, 32-39 -> 43-49 GB/s; tg128 0.5B ffn_down 1.05-1.08x. Q8_0, Q5_0 and Q4_K lost
-     * 10-20% with any slice size (4-24 KB), so they stay whole. */
-    k->ops[ND_TYPE_Q4_0].x16_slice_bytes = 4096;
     k->ops[ND_TYPE_Q8_0].vec_dot16 = k_avx512_dot16_q8_0;
     k->ops[ND_TYPE_Q8_0].act_prep16 = k_avx512_prep16_q8_0;
     k->ops[ND_TYPE_Q4_K].vec_dot16 = k_avx512_dot16_q4_K; /* on the Q8_K rows as quantized */
