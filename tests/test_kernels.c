@@ -444,6 +444,11 @@ static void test_quantizers_avx2(void) {
                      {ND_TYPE_BF16, k_avx2_quantize_bf16}};
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) check_quantizer("avx2", q[i].atype, q[i].fn);
 }
+
+static void test_quantizers_avx512(void) {
+    if (!cpu_has(K_ISA_AVX512)) T_SKIP("CPU lacks AVX-512 F/BW/VL/DQ/VNNI");
+    check_quantizer("avx512", ND_TYPE_Q8_0, k_avx512_quantize_q8_0);
+}
 #endif
 
 #if defined(__aarch64__)
@@ -1054,6 +1059,7 @@ int main(void) {
     T_RUN(test_act_rules);
 #if T_X86
     T_RUN(test_quantizers_avx2);
+    T_RUN(test_quantizers_avx512);
 #endif
     T_RUN(test_quantizers_tables);
     T_RUN(test_table_avx2);

@@ -134,6 +134,7 @@ void k_avx512_dot4n_q5_0(const void *w, size_t stride, const void *a, size_t as,
 /* Activation quantizers (AVX2; the AVX-512 table reuses them). Same errors as
  * q_quantize_act: ND_EINVAL if n < 0 or not a multiple of the block. */
 int k_avx2_quantize_q8_0(const float *x, void *dst, int64_t n);
+int k_avx512_quantize_q8_0(const float *x, void *dst, int64_t n);
 int k_avx2_quantize_q8_1(const float *x, void *dst, int64_t n);
 int k_avx2_quantize_q8_K(const float *x, void *dst, int64_t n);
 int k_avx2_quantize_f16(const float *x, void *dst, int64_t n);

@@ -1,5 +1,6 @@
 /* AVX-512 (F/BW/VL/DQ + VNNI, BF16 for the bf16 dot) kernels: weight x activation dots.
- * Semantics: kernels/x86/x86.h; the activation quantizers are the AVX2 ones.
+ * Semantics: kernels/x86/x86.h; the activation quantizers are the AVX2 ones, but for Q8_0
+ * (below: the same bytes, 16 lanes a vector).
  *
  * Integer technique: vpdpbusd (u8 x s8, four products summed into an int32 lane, no
  * saturation) on 64 bytes at a time — two 32-blocks, or two 32-element chunks of a
@@ -25,6 +26,34 @@ static inline __m512 set2_ps(float lo, float hi) {
 
 static inline __m512i dpbusd(__m512i u, __m512i s) {
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+}
+
+/* ================================================================ Q8_0 activations */
+
+/* x -> int8 as the AVX2 act_round (q_quantize_act's rule): nearest even; a product not
+ * finite within [-127.5, 127.5] gives 0; clamped to [-127, 127]. */
+static inline __m512i act_round16(__m512 v) {
+    const __mmask16 ok = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(127.5f), _CMP_LE_OQ);
+    const __m512i r = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512i c = _mm512_max_epi32(_mm512_min_epi32(r, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
+    return _mm512_maskz_mov_epi32(ok, c);
+}
+
+/* The AVX2 quantizer's bytes (d = amax / 127, quants of x * (127 / amax)) with a block in
+ * two vectors: 4864 activations (ffn_down's, every decode layer) 1.35 -> 0.75 us, 896
+ * 0.26 -> 0.14 us. */
+int k_avx512_quantize_q8_0(const float *x, void *dst, int64_t n) {
+    if (n < 0 || n % Q_QK) return ND_EINVAL;
+    q_block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / Q_QK; i++, x += Q_QK) {
+        const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const __m512 vid = _mm512_set1_ps(amax != 0.f ? 127.f / amax : 0.0f);
+        _mm_storeu_si128((__m128i *)y[i].qs, _mm512_cvtepi32_epi8(act_round16(_mm512_mul_ps(v0, vid))));
+        _mm_storeu_si128((__m128i *)(y[i].qs + 16), _mm512_cvtepi32_epi8(act_round16(_mm512_mul_ps(v1, vid))));
+        y[i].d = (uint16_t)_cvtss_sh(amax / 127.f, _MM_FROUND_TO_NEAREST_INT);
+    }
+    return 0;
 }
 
 /* lanes k = 0..15 -> base + k / 4 (sub-blocks of 16 elements = 4 lanes of dpbusd) */
@@ -1327,6 +1356,9 @@ void k_install_avx512(k_kernels *k) {
     /* short batches: 4 rows x up to K_DOT4N_MAX tokens (bit-identical to vec_dot4) */
     k->ops[ND_TYPE_Q4_0].vec_dot4n = k_avx512_dot4n_q4_0;
     k->ops[ND_TYPE_Q8_0].vec_dot4n = k_avx512_dot4n_q8_0;
+    k->ops[ND_TYPE_Q4_0].quantize = k_avx512_quantize_q8_0;
+    k->ops[ND_TYPE_Q5_0].quantize = k_avx512_quantize_q8_0;
+    k->ops[ND_TYPE_Q8_0].quantize = k_avx512_quantize_q8_0;
     /* their dot4 / dot4n read activations prepared once per product */
     k->ops[ND_TYPE_Q4_0].act_prep = k_avx512_prep_q4;
     k->ops[ND_TYPE_Q8_0].act_prep = k_avx512_prep_q8;
