@@ -298,19 +298,23 @@ static void test_kv_f32(void) {
 
 /* A tiny llama in memory: dim 64, 2 layers, 4 heads (2 KV), ffn 96, vocab 32, tied output.
  * `mutate` selects one defect. */
-enum { OK_MODEL, BAD_SHAPE, MISSING, BAD_HEADS, VOCAB_MISMATCH, EXTRA_LAYER, BAD_TYPE, BAD_KV };
+enum { OK_MODEL, BAD_SHAPE, MISSING, BAD_HEADS, VOCAB_MISMATCH, EXTRA_LAYER, BAD_TYPE, BAD_KV, QWEN3 };
 
 static uint8_t *build_model(int mutate, size_t *len) {
     enum { E = 64, L = 2, H = 4, HKV = 2, F = 96, V = 32 };
+    const char *arch = mutate == QWEN3 ? "qwen3" : "llama"; /* qwen3: Q/K norms */
+    char key[96];
+#define KEY(k) (snprintf(key, sizeof key, "%s." k, arch), key)
     gguf_writer *w = gguf_writer_new();
-    gguf_writer_set_str(w, "general.architecture", "llama");
-    gguf_writer_set_u32(w, "llama.context_length", 16);
-    gguf_writer_set_u32(w, "llama.embedding_length", E);
-    gguf_writer_set_u32(w, "llama.block_count", L);
-    gguf_writer_set_u32(w, "llama.feed_forward_length", F);
-    gguf_writer_set_u32(w, "llama.attention.head_count", mutate == BAD_HEADS ? 3 : H);
-    gguf_writer_set_u32(w, "llama.attention.head_count_kv", mutate == BAD_KV ? 3 : HKV);
-    gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    gguf_writer_set_str(w, "general.architecture", arch);
+    gguf_writer_set_u32(w, KEY("context_length"), 16);
+    gguf_writer_set_u32(w, KEY("embedding_length"), E);
+    gguf_writer_set_u32(w, KEY("block_count"), L);
+    gguf_writer_set_u32(w, KEY("feed_forward_length"), F);
+    gguf_writer_set_u32(w, KEY("attention.head_count"), mutate == BAD_HEADS ? 3 : H);
+    gguf_writer_set_u32(w, KEY("attention.head_count_kv"), mutate == BAD_KV ? 3 : HKV);
+    gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+#undef KEY
     const char *toks[V + 1];
     for (int i = 0; i <= V; i++) toks[i] = "t";
     gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, NULL,
@@ -335,6 +339,10 @@ static uint8_t *build_model(int mutate, size_t *len) {
         ADD(LN("attn_q.weight"), E, mutate == BAD_SHAPE && l == 1 ? E - 4 : E);
         ADD(LN("attn_k.weight"), E, E / H * HKV);
         ADD(LN("attn_v.weight"), E, E / H * HKV);
+        if (mutate == QWEN3) {
+            ADD(LN("attn_q_norm.weight"), E / H, 1);
+            ADD(LN("attn_k_norm.weight"), E / H, 1);
+        }
         ADD(LN("attn_output.weight"), E, E);
         ADD(LN("ffn_norm.weight"), E, 1);
         ADD(LN("ffn_gate.weight"), E, F);
@@ -378,6 +386,44 @@ static void expect_load_error(int mutate, int code, const char *needle) {
     model_free(m);
     gguf_close(g);
     nd_free(buf);
+}
+
+/* Decode runs each KV group's prologue (Q/K norms, RoPE, cache store) and attention on
+ * its own thread; a batch runs whole-row passes. Token by token on 2 threads must give
+ * the batch's logits bit for bit (speculative decoding relies on it), with Q/K norms
+ * (qwen3) and without (llama). */
+static void test_decode_equals_batch(void) {
+    const int arch[] = {OK_MODEL, QWEN3};
+    for (int a = 0; a < 2; a++) {
+        size_t len;
+        uint8_t *buf = build_model(arch[a], &len);
+        nd_err err = {0};
+        gguf_ctx *g = buf ? gguf_open_mem(buf, len, &err) : NULL;
+        model_t *m = g ? model_load_gguf(g, &err) : NULL;
+        T_CHECKF(m != NULL, "arch %d: %s", arch[a], err.msg);
+        if (m) {
+            T_CHECK(arch[a] != QWEN3 || (m->layers[0].q_norm && m->layers[0].k_norm));
+            enum { T = 12, V = 32 };
+            const int32_t toks[T] = {1, 5, 9, 2, 31, 7, 7, 3, 0, 12, 30, 4};
+            float batch[T * V], one[V];
+            model_ctx *c = new_ctx(m, ND_TYPE_F16, 2);
+            T_EQ_INT(model_forward(c, toks, T, 0, batch, MODEL_LOGITS_ALL, &err), 0);
+            model_ctx_free(c);
+            c = new_ctx(m, ND_TYPE_F16, 2);
+            int bad = 0;
+            for (int t = 0; t < T; t++) {
+                T_EQ_INT(model_forward(c, toks + t, 1, t, one, MODEL_LOGITS_LAST, &err), 0);
+                bad += memcmp(one, batch + t * V, sizeof one) != 0;
+            }
+            T_CHECKF(bad == 0, "%s: %d of %d tokens' logits differ from the batch's", arch[a] == QWEN3 ? "qwen3" : "llama",
+                     bad, T);
+            model_ctx_free(c);
+            model_free(m); /* and g, which the model took */
+        } else {
+            gguf_close(g);
+        }
+        nd_free(buf);
+    }
 }
 
 static void test_hostile(void) {
@@ -585,6 +631,7 @@ static void test_weights_mem(void) {
 int main(void) {
     T_RUN(test_hostile);
     T_RUN(test_tiny_errors);
+    T_RUN(test_decode_equals_batch);
     T_RUN(test_goldens);
     T_RUN(test_generate);
     T_RUN(test_kv_f32);

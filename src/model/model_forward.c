@@ -262,29 +262,31 @@ static void rope_table(model_ctx *c, int64_t B) {
     }
 }
 
-/* Rotate the first n_rot dims of each head of x ([B][n_heads * hd]) in place. */
-static void rope_apply(const model_ctx *c, float *x, int64_t B, int64_t n_heads, int64_t hd) {
+/* Rotate the first n_rot dims of one head v of the chunk's token t in place. */
+static void rope_head(const model_ctx *c, float *v, int64_t t) {
     const model_hparams *hp = &c->m->hp;
     const int64_t np = hp->n_rot / 2;
-    for (int64_t t = 0; t < B; t++) {
-        const float *cs = c->rope_cs + t * np * 2;
-        for (int64_t h = 0; h < n_heads; h++) {
-            float *v = x + (t * n_heads + h) * hd;
-            for (int64_t i = 0; i < np; i++) {
-                /* NEOX pairs dims (i, i + n_rot/2); the original llama pairs (2i, 2i+1) */
-                int64_t a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + np : 2 * i + 1;
-                float x0 = v[a], x1 = v[b], co = cs[2 * i], si = cs[2 * i + 1];
-                v[a] = x0 * co - x1 * si;
-                v[b] = x0 * si + x1 * co;
-            }
-        }
+    const float *cs = c->rope_cs + t * np * 2;
+    for (int64_t i = 0; i < np; i++) {
+        /* NEOX pairs dims (i, i + n_rot/2); the original llama pairs (2i, 2i+1) */
+        int64_t a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + np : 2 * i + 1;
+        float x0 = v[a], x1 = v[b], co = cs[2 * i], si = cs[2 * i + 1];
+        v[a] = x0 * co - x1 * si;
+        v[b] = x0 * si + x1 * co;
     }
+}
+
+/* Rotate every head of x ([B][n_heads * hd]) in place. */
+static void rope_apply(const model_ctx *c, float *x, int64_t B, int64_t n_heads, int64_t hd) {
+    for (int64_t t = 0; t < B; t++)
+        for (int64_t h = 0; h < n_heads; h++) rope_head(c, x + (t * n_heads + h) * hd, t);
 }
 
 /* ------------------------------------------------------------ attention */
 
 typedef struct att_job {
     model_ctx *c;
+    const model_layer *L; /* non-NULL: each item first runs its group's head_prologue */
     int64_t il, B;
     float kq_scale;
     _Atomic int64_t next;
@@ -302,22 +304,56 @@ static uint8_t *v_rows(const model_ctx *c, int32_t seq, int64_t il) {
            (size_t)il * (size_t)c->n_ctx * (size_t)(hp->n_head_kv * hp->head_dim_v) * c->kv_elt;
 }
 
+/* Elements [k0, k0 + nk) of the chunk's token t's K row and [v0, v0 + nv) of its V row
+ * into the cache at its position (F16: the F16 activation quantizer, round to nearest
+ * even, element by element). */
+static void kv_store_part(model_ctx *c, int64_t il, int64_t t, int64_t k0, int64_t nk, int64_t v0, int64_t nv) {
+    const model_hparams *hp = &c->m->hp;
+    const int64_t rk = hp->n_head_kv * hp->head_dim_k, rv = hp->n_head_kv * hp->head_dim_v;
+    const float *k = c->k + t * rk + k0, *v = c->v + t * rv + v0;
+    const int64_t pos = c->t_pos[t];
+    uint8_t *kc = k_rows(c, c->t_seq[t], il) + ((size_t)pos * (size_t)rk + (size_t)k0) * c->kv_elt;
+    uint8_t *vc = v_rows(c, c->t_seq[t], il) + ((size_t)pos * (size_t)rv + (size_t)v0) * c->kv_elt;
+    if (c->kv_type == ND_TYPE_F16) {
+        c->kern.ops[ND_TYPE_F16].quantize(k, kc, nk);
+        c->kern.ops[ND_TYPE_F16].quantize(v, vc, nv);
+    } else {
+        memcpy(kc, k, (size_t)nk * 4);
+        memcpy(vc, v, (size_t)nv * 4);
+    }
+}
+
 static void kv_store(model_ctx *c, int64_t il, int64_t B) {
     const model_hparams *hp = &c->m->hp;
-    const int64_t nk = hp->n_head_kv * hp->head_dim_k, nv = hp->n_head_kv * hp->head_dim_v;
-    for (int64_t t = 0; t < B; t++) {
-        const float *k = c->k + t * nk, *v = c->v + t * nv;
-        int64_t pos = c->t_pos[t];
-        uint8_t *kc = k_rows(c, c->t_seq[t], il) + (size_t)pos * (size_t)nk * c->kv_elt;
-        uint8_t *vc = v_rows(c, c->t_seq[t], il) + (size_t)pos * (size_t)nv * c->kv_elt;
-        if (c->kv_type == ND_TYPE_F16) { /* the F16 activation quantizer: round to nearest even */
-            c->kern.ops[ND_TYPE_F16].quantize(k, kc, nk);
-            c->kern.ops[ND_TYPE_F16].quantize(v, vc, nv);
-        } else {
-            memcpy(kc, k, (size_t)nk * 4);
-            memcpy(vc, v, (size_t)nv * 4);
-        }
+    for (int64_t t = 0; t < B; t++)
+        kv_store_part(c, il, t, 0, hp->n_head_kv * hp->head_dim_k, 0, hp->n_head_kv * hp->head_dim_v);
+}
+
+/* attn_block's passes between the Q/K/V products and attention — biases, Q/K norms, RoPE,
+ * Phi-3's Q scale, the cache store — for token t's heads of KV head kvh only: the same
+ * operations on the same elements (the same bits), so that decode can run each KV group's
+ * whole attention on its own thread. */
+static void head_prologue(model_ctx *c, const model_layer *L, int64_t il, int64_t t, int64_t kvh) {
+    const model_hparams *hp = &c->m->hp;
+    const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
+    const float qs = hp->q_prescaled ? 1.0f / sqrtf((float)hdk) : 1.0f;
+    for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
+        float *q = c->q + (t * hp->n_head + h) * hdk;
+        if (L->bq)
+            for (int64_t i = 0; i < hdk; i++) q[i] += L->bq[h * hdk + i];
+        if (L->q_norm) rmsnorm(q, q, L->q_norm, hdk, hp->rms_eps);
+        rope_head(c, q, t);
+        if (hp->q_prescaled)
+            for (int64_t i = 0; i < hdk; i++) q[i] *= qs;
     }
+    float *k = c->k + (t * hp->n_head_kv + kvh) * hdk, *v = c->v + (t * hp->n_head_kv + kvh) * hdv;
+    if (L->bk)
+        for (int64_t i = 0; i < hdk; i++) k[i] += L->bk[kvh * hdk + i];
+    if (L->bv)
+        for (int64_t i = 0; i < hdv; i++) v[i] += L->bv[kvh * hdv + i];
+    if (L->k_norm) rmsnorm(k, k, L->k_norm, hdk, hp->rms_eps);
+    rope_head(c, k, t);
+    kv_store_part(c, il, t, kvh * hdk, hdk, kvh * hdv, hdv);
 }
 
 /* One (token, KV head): softmax(q · K^T * scale) · V over the visible positions for the
@@ -346,17 +382,22 @@ static void att_worker(void *arg, int ith, int nth) {
     for (;;) {
         int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (i >= total) break;
+        if (j->L) head_prologue(c, j->L, j->il, i / nkv, i % nkv);
         att_group(c, j, i / nkv, i % nkv, s);
     }
 }
 
-static void attention(model_ctx *c, int64_t il, int64_t B) {
+/* Attention of the chunk's B tokens. L non-NULL (decode, B == 1): each KV group's
+ * head_prologue too, the groups split across the threads whatever the context length —
+ * the groups' rows of q/k/v, cache and output are disjoint, and a group's cache rows stay
+ * with the thread that stores them. */
+static void attention(model_ctx *c, const model_layer *L, int64_t il, int64_t B) {
     const model_hparams *hp = &c->m->hp;
-    att_job j = {.c = c, .il = il, .B = B,
+    att_job j = {.c = c, .L = L, .il = il, .B = B,
                  .kq_scale = hp->q_prescaled ? 1.0f : 1.0f / sqrtf((float)hp->head_dim_k)};
     int64_t span = 0; /* positions attended, summed over the chunk */
     for (int64_t t = 0; t < B; t++) span += c->t_pos[t] + 1;
-    if (hp->n_head * span < 4096)
+    if (L ? hp->n_head_kv < 2 : hp->n_head * span < 4096)
         att_worker(&j, 0, 1);
     else
         nd_pool_run(c->pool, att_worker, &j);
@@ -419,20 +460,24 @@ static int attn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
         int rc = matmul_shared(c, W, Y, 3, c->xn, B, err);
         if (rc) return rc;
     }
-    add_bias(c->q, L->bq, B, nq);
-    add_bias(c->k, L->bk, B, nk);
-    add_bias(c->v, L->bv, B, nv);
-    if (L->q_norm) rmsnorm_rows(c->q, c->q, L->q_norm, B * hp->n_head, hp->head_dim_k, hp->rms_eps);
-    if (L->k_norm)
-        rmsnorm_rows(c->k, c->k, L->k_norm, B * hp->n_head_kv, hp->head_dim_k, hp->rms_eps);
-    rope_apply(c, c->q, B, hp->n_head, hp->head_dim_k);
-    rope_apply(c, c->k, B, hp->n_head_kv, hp->head_dim_k);
-    if (hp->q_prescaled) {
-        float s = 1.0f / sqrtf((float)hp->head_dim_k);
-        for (int64_t i = 0; i < B * nq; i++) c->q[i] *= s;
+    if (B == 1) { /* decode: per KV group, prologue and attention on one thread each */
+        attention(c, L, il, B);
+    } else {
+        add_bias(c->q, L->bq, B, nq);
+        add_bias(c->k, L->bk, B, nk);
+        add_bias(c->v, L->bv, B, nv);
+        if (L->q_norm) rmsnorm_rows(c->q, c->q, L->q_norm, B * hp->n_head, hp->head_dim_k, hp->rms_eps);
+        if (L->k_norm)
+            rmsnorm_rows(c->k, c->k, L->k_norm, B * hp->n_head_kv, hp->head_dim_k, hp->rms_eps);
+        rope_apply(c, c->q, B, hp->n_head, hp->head_dim_k);
+        rope_apply(c, c->k, B, hp->n_head_kv, hp->head_dim_k);
+        if (hp->q_prescaled) {
+            float s = 1.0f / sqrtf((float)hp->head_dim_k);
+            for (int64_t i = 0; i < B * nq; i++) c->q[i] *= s;
+        }
+        kv_store(c, il, B); /* every token's rows before any token attends */
+        attention(c, NULL, il, B);
     }
-    kv_store(c, il, B);
-    attention(c, il, B);
     MATMUL(L->wo, c->att, B, c->o);
     for (int64_t i = 0; i < B * E; i++) c->x[i] += c->o[i];
     return 0;
