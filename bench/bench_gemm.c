@@ -139,7 +139,8 @@ int main(int argc, char **argv) {
             if (!W || !X || !Y) return 1;
             for (int64_t i = 0; i < M * K; i++) X[i] = rng_f(&s);
             for (int th = 1; th <= 2; th++) {
-                k_env e = {&k, th == 2 ? pool2 : NULL, &sc}, ev = {&kv, th == 2 ? pool2 : NULL, &sc};
+                k_env e = {.kern = &k, .pool = th == 2 ? pool2 : NULL, .scratch = &sc},
+                      ev = {.kern = &kv, .pool = th == 2 ? pool2 : NULL, .scratch = &sc};
                 double tg = run(&e, wt, W, K, N, X, M, Y, reps);
                 if (tg < 0) return 1;
                 if (th == 1 && validate(&k, wt, W, K, N, X, M, Y, &s)) rc = 1;

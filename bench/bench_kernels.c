@@ -205,7 +205,7 @@ int main(int argc, char **argv) {
             }
             k_scratch scratch = {0};
             /* validate: every table against scalar on matrix 0, all rows */
-            k_env e0 = {&kern[0], pools[1], &scratch};
+            k_env e0 = {.kern = &kern[0], .pool = pools[1], .scratch = &scratch};
             if (k_matmul(&e0, t, mats[0], K, N, x, 1, yref, &err)) {
                 fprintf(stderr, "%s\n", err.msg);
                 return 1;
@@ -214,7 +214,7 @@ int main(int argc, char **argv) {
             for (int64_t r = 0; r < N; r++) yabs = fmax(yabs, fabs(yref[r]));
             for (int i = 1; i < 3; i++) {
                 if (kern[i].isa != isas[i]) continue;
-                k_env e = {&kern[i], pools[1], &scratch};
+                k_env e = {.kern = &kern[i], .pool = pools[1], .scratch = &scratch};
                 k_matmul(&e, t, mats[0], K, N, x, 1, y, &err);
                 double maxd = 0;
                 for (int64_t r = 0; r < N; r++) maxd = fmax(maxd, fabs((double)y[r] - yref[r]));
@@ -228,7 +228,7 @@ int main(int argc, char **argv) {
                 double t_scalar = 0;
                 for (int i = 0; i < 3; i++) {
                     if (kern[i].isa != isas[i]) continue;
-                    k_env e = {&kern[i], pools[th], &scratch};
+                    k_env e = {.kern = &kern[i], .pool = pools[th], .scratch = &scratch};
                     const double sec = time_matvec(&e, t, mats, nmat, K, N, x, y);
                     if (i == 0) t_scalar = sec;
                     double cs = 0;

@@ -211,7 +211,7 @@ static void test_matmul_threads(void) {
     T_CHECK(pool != NULL);
     if (!pool) return;
     k_scratch sc1 = {0};
-    k_env e1 = {&k, pool, &sc1};
+    k_env e1 = {.kern = &k, .pool = pool, .scratch = &sc1};
     unsigned long long s = 777;
     int any = 0;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
@@ -265,7 +265,7 @@ static void test_batch_invariant(void) {
     static const int64_t Ks[] = {896, 928, 960, 992, 96};
     nd_err err = {0};
     k_scratch sc = {0};
-    k_env env = {&k, NULL, &sc};
+    k_env env = {.kern = &k, .pool = NULL, .scratch = &sc};
     unsigned long long s = 4242;
     int any = 0;
     for (size_t i = 0; i < sizeof inv / sizeof inv[0]; i++)
@@ -307,7 +307,7 @@ static void test_half_exact(void) {
     T_CHECK(pool != NULL);
     if (!pool) return;
     k_scratch sc = {0};
-    k_env env = {&k, pool, &sc};
+    k_env env = {.kern = &k, .pool = pool, .scratch = &sc};
     static const uint32_t halves[] = {ND_TYPE_F16, ND_TYPE_BF16};
     static const int64_t shp[][3] = {{517, 37, 13}, {4864, 21, 70}, {31, 16, 65}, {2, 5, 9}};
     unsigned long long s = 99;
@@ -382,7 +382,7 @@ static void test_matmul_n(void) {
             k_kernels k;
             k_select(&k, isas[ii]);
             k_scratch sc = {0};
-            k_env env = {&k, threaded ? pool : NULL, &sc};
+            k_env env = {.kern = &k, .pool = threaded ? pool : NULL, .scratch = &sc};
             for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++) {
                 const int64_t M = Ms[mi];
                 k_mat mats[4];

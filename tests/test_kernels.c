@@ -747,7 +747,8 @@ static void test_matmul_best(void) {
         const int64_t K = q_blck(wt) == Q_QK_K ? 4864 : 896; /* Qwen2.5-0.5B row lengths */
         ND_ASSERT(q_quantize_row(wt, W, Wq, K * N) == 0);
         k_scratch sc = {0};
-        k_env e0 = {&ks, NULL, &sc}, e1 = {&kb, NULL, &sc};
+        k_env e0 = {.kern = &ks, .pool = NULL, .scratch = &sc},
+              e1 = {.kern = &kb, .pool = NULL, .scratch = &sc};
         nd_err err;
         T_EQ_INT(k_matmul(&e0, wt, Wq, K, N, X, M, Y0, &err), 0);
         T_EQ_INT(k_matmul(&e1, wt, Wq, K, N, X, M, Y1, &err), 0);
@@ -804,7 +805,7 @@ static void test_x16(void) {
     k_scratch sc = {0};
     nd_err err;
     nd_pool *pool = nd_pool_new(2, &err);
-    const k_env env = {&k, pool, &sc};
+    const k_env env = {.kern = &k, .pool = pool, .scratch = &sc};
     const uint32_t wts[] = {ND_TYPE_Q4_0, ND_TYPE_Q8_0, ND_TYPE_Q4_K, ND_TYPE_Q5_0};
     for (size_t ti = 0; ti < (q5 ? 4u : 3u); ti++)
     for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
@@ -922,7 +923,7 @@ static void test_x16(void) {
     /* a table without the kernels refuses the layout instead of misreading it */
     k_kernels ks;
     k_select(&ks, K_ISA_SCALAR);
-    const k_env es = {&ks, NULL, &sc};
+    const k_env es = {.kern = &ks, .pool = NULL, .scratch = &sc};
     const k_mat b = {ND_TYPE_Q4_0, Wx, N, Y1, K_LAYOUT_X16};
     T_EQ_INT(k_matmul_n(&es, &b, 1, 64, X, 1, &err), ND_EUNSUPPORTED);
     k_scratch_free(&sc);

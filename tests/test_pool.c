@@ -176,7 +176,7 @@ static void test_matmul(void) {
                                 q_vec_dot(t, (const uint8_t *)w + r * wr, at, Xq + m * ar, K));
                 }
             for (int threaded = 0; threaded < 2; threaded++) {
-                k_env env = {&kk, threaded ? p : NULL, &sc};
+                k_env env = {.kern = &kk, .pool = threaded ? p : NULL, .scratch = &sc};
                 memset(Y2, 0, sizeof Y2);
                 T_EQ_INT(k_matmul(&env, t, w, K, N, X, M, Y2, &err), 0);
                 /* with a prefill GEMM for the type, M > 1 sums the same exact integer block
@@ -192,12 +192,14 @@ static void test_matmul(void) {
         }
     }
     /* unsupported type and bad row length are errors, not crashes */
-    k_env env = {&kk, p, &sc};
+    k_env env = {.kern = &kk, .pool = p, .scratch = &sc};
     T_EQ_INT(k_matmul(&env, ND_TYPE_IQ2_XXS, W, K, N, X, 1, Y2, &err), ND_EUNSUPPORTED);
     T_EQ_INT(k_matmul(&env, ND_TYPE_Q8_0, Wq, 48, N, X, 1, Y2, &err), ND_EFORMAT);
     k_scratch_free(&sc);
     nd_pool_free(p);
 }
+
+static void count_before(void *user, int ith) { atomic_fetch_add((_Atomic int *)user + ith, 1); }
 
 /* Decode work distribution (lanes, guided item sizes, half-lane steals): several products in
  * one k_matmul_n (row-layout Q8_0 parts of odd sizes, an X16 Q4_0 part walked by K-slices),
@@ -240,7 +242,7 @@ static void test_matmul_split(void) {
         nd_pool *p = nd_pool_new(threads[ti], &err);
         T_CHECK(p != NULL);
         if (!p) continue;
-        const k_env env = {&kk, p, &sc};
+        const k_env env = {.kern = &kk, .pool = p, .scratch = &sc};
         const k_mat ma[3] = {{ND_TYPE_Q8_0, Wa, NA[0], Y, K_LAYOUT_ROWS},
                              {ND_TYPE_Q8_0, Wa + (size_t)NA[0] * ra, NA[1], Y + NA[0], K_LAYOUT_ROWS},
                              {ND_TYPE_Q8_0, Wa + (size_t)(NA[0] + NA[1]) * ra, NA[2], Y + NA[0] + NA[1], K_LAYOUT_ROWS}};
@@ -253,6 +255,19 @@ static void test_matmul_split(void) {
             for (int64_t i = 0; i < na + NB; i++) bad += !(Y[i] == ref[i]);
         }
         T_CHECKF(bad == 0, "%d threads: %d outputs missing or not the row's dot", threads[ti], bad);
+        /* k_env.before: once per pool item of a threaded decode product, never for M > 1 */
+        _Atomic int calls[64] = {0};
+        k_env eh = env;
+        eh.before = count_before, eh.before_user = calls;
+        T_EQ_INT(k_matmul_n(&eh, &mb, 1, KB, X, 1, &err), 0);
+        const int items = threads[ti] < 64 ? threads[ti] : 64;
+        for (int i = 0; i < 64; i++) T_CHECKF(atomic_load(&calls[i]) == (i < items), "item %d: %d calls", i, atomic_load(&calls[i]));
+        float *Y2 = malloc(sizeof(float) * (size_t)NB * 2), *X2 = malloc(sizeof(float) * KB * 2);
+        for (int i = 0; i < 2 * KB; i++) X2[i] = X[i % KB];
+        const k_mat m2 = {ND_TYPE_Q4_0, Wb, NB, Y2, mb.layout};
+        T_EQ_INT(k_matmul_n(&eh, &m2, 1, KB, X2, 2, &err), 0);
+        for (int i = 0; i < 64; i++) T_CHECK(atomic_load(&calls[i]) == (i < items));
+        free(Y2), free(X2);
         nd_pool_free(p);
     }
     k_scratch_free(&sc);

@@ -228,6 +228,8 @@ typedef struct mm_job {
     int64_t first[K_MATMUL_PARTS + 1];
     _Atomic int status; /* first quantize error */
     int n_lanes;
+    void (*before)(void *user, int ith); /* k_env.before, for decode */
+    void *before_user;
     mm_lane lane[MM_LANES];
 } mm_job;
 
@@ -387,6 +389,7 @@ static void mm_dot_worker(void *arg, int ith, int nth) {
     memcpy(a, j->a, (size_t)np * sizeof a[0]);
     memcpy(first, j->first, (size_t)(np + 1) * sizeof first[0]);
     mm_lane *own = &j->lane[ith];
+    if (j->before) j->before(j->before_user, ith);
     for (;;) {
         int64_t u0, u1;
         int p;
@@ -504,6 +507,7 @@ static int mm_run(const k_env *env, const k_mat *mats, int n, int64_t K, const f
     if (n_units > INT32_MAX) return nd_seterr(err, ND_EINVAL, "matmul: %lld row groups", (long long)n_units);
     for (int l = 0; l < j.n_lanes; l++)
         atomic_init(&j.lane[l].range, lane_pack(n_units * l / j.n_lanes, n_units * (l + 1) / j.n_lanes));
+    if (M == 1) j.before = env->before, j.before_user = env->before_user;
     nd_pool_run_items(env->pool, mm_dot_worker, &j, j.n_lanes);
     return 0;
 }

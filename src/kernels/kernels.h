@@ -141,6 +141,10 @@ typedef struct k_env {
     const k_kernels *kern;
     nd_pool *pool;       /* NULL = single-threaded */
     k_scratch *scratch;
+    /* optional: called by pool item ith (0 <= ith < pool size) of a threaded decode
+     * product (M == 1) before its rows, e.g. to prefetch what that thread reads next */
+    void (*before)(void *user, int ith);
+    void *before_user;
 } k_env;
 
 /* Resident weight layouts (k_mat.layout).

@@ -154,7 +154,7 @@ model_ctx *model_ctx_new(const model_t *m, const model_ctx_params *pp, nd_err *e
     if (check_kernels(m, &c->kern, err)) goto fail;
     c->pool = nd_pool_new(p.n_threads ? p.n_threads : nd_pool_default_threads(), err);
     if (!c->pool) goto fail;
-    c->env = (k_env){&c->kern, c->pool, &c->scratch};
+    c->env = (k_env){.kern = &c->kern, .pool = c->pool, .scratch = &c->scratch};
 
     const int64_t B = c->n_batch, E = hp->n_embd, L = hp->n_layer;
     const int64_t nq = hp->n_head * hp->head_dim_k, nk = hp->n_head_kv * hp->head_dim_k,
@@ -378,12 +378,60 @@ static void att_worker(void *arg, int ith, int nth) {
     model_ctx *c = j->c;
     const int64_t nkv = c->m->hp.n_head_kv, total = j->B * nkv;
     float *s = c->att_tmp + (size_t)ith * c->att_tmp_floats;
-    (void)nth;
+    if (j->L) { /* decode: KV groups ith, ith + nth, ... (what att_prefetch warmed) */
+        for (int64_t kvh = ith; kvh < nkv; kvh += nth) {
+            head_prologue(c, j->L, j->il, 0, kvh);
+            att_group(c, j, 0, kvh, s);
+        }
+        return;
+    }
     for (;;) {
         int64_t i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (i >= total) break;
-        if (j->L) head_prologue(c, j->L, j->il, i / nkv, i % nkv);
         att_group(c, j, i / nkv, i % nkv, s);
+    }
+}
+
+/* Decode: while the Q/K/V product streams its weights, pool item ith (k_env.before)
+ * prefetches what attention item ith reads cold, its KV groups' biases and first cache
+ * rows: the 265 MB of weights a token streams evict them, and read on demand they cost
+ * the prologue and the start of attend a DRAM latency after another (a Q4_0 0.5B
+ * layer's attention took ~8.5 us, 2 threads). */
+typedef struct att_pf {
+    model_ctx *c;
+    const model_layer *L;
+    int64_t il;
+} att_pf;
+
+#define ATT_PF_POSITIONS 64 /* cache rows a group prefetches ahead of attend */
+
+static void pf_range(const void *p, size_t bytes, int write) {
+    for (size_t o = 0; o < bytes; o += 64)
+        write ? __builtin_prefetch((const char *)p + o, 1, 3) : __builtin_prefetch((const char *)p + o, 0, 3);
+}
+
+static void att_prefetch(void *user, int ith) {
+    const att_pf *pf = user;
+    model_ctx *c = pf->c;
+    const model_layer *L = pf->L;
+    const model_hparams *hp = &c->m->hp;
+    const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
+    const int64_t rk = hp->n_head_kv * hdk, rv = hp->n_head_kv * hdv, pos = c->t_pos[0];
+    const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0; /* where attend starts */
+    const int nth = nd_pool_size(c->pool);
+    const uint8_t *kc = k_rows(c, c->t_seq[0], pf->il), *vc = v_rows(c, c->t_seq[0], pf->il);
+    const size_t e = c->kv_elt, kb = (size_t)hdk * e, vb = (size_t)hdv * e; /* a head's row bytes */
+    for (int64_t kvh = ith; kvh < hp->n_head_kv; kvh += nth) {
+        if (L->bq) pf_range(L->bq + kvh * group * hdk, (size_t)(group * hdk) * 4, 0);
+        if (L->bk) pf_range(L->bk + kvh * hdk, (size_t)hdk * 4, 0);
+        if (L->bv) pf_range(L->bv + kvh * hdv, (size_t)hdv * 4, 0);
+        const uint8_t *k = kc + (size_t)(kvh * hdk) * e, *v = vc + (size_t)(kvh * hdv) * e;
+        for (int64_t p = j0; p < pos && p < j0 + ATT_PF_POSITIONS; p++) {
+            pf_range(k + (size_t)(p * rk) * e, kb, 0);
+            pf_range(v + (size_t)(p * rv) * e, vb, 0);
+        }
+        pf_range(k + (size_t)(pos * rk) * e, kb, 1); /* the rows head_prologue stores */
+        pf_range(v + (size_t)(pos * rv) * e, vb, 1);
     }
 }
 
@@ -439,13 +487,11 @@ static void embed(model_ctx *c, const int32_t *tokens, int64_t B) {
     }
 }
 
-/* x += Attention(RMSNorm(x)) for one layer. */
-static int attn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
+/* q, k, v of the chunk's B tokens from xn. */
+static int qkv_products(model_ctx *c, const model_layer *L, int64_t B, nd_err *err) {
     const model_hparams *hp = &c->m->hp;
-    const model_layer *L = &c->m->layers[il];
-    const int64_t E = hp->n_embd, nq = hp->n_head * hp->head_dim_k,
-                  nk = hp->n_head_kv * hp->head_dim_k, nv = hp->n_head_kv * hp->head_dim_v;
-    rmsnorm_rows(c->xn, c->x, L->attn_norm, B, E, hp->rms_eps);
+    const int64_t nq = hp->n_head * hp->head_dim_k, nk = hp->n_head_kv * hp->head_dim_k,
+                  nv = hp->n_head_kv * hp->head_dim_v;
     if (L->wqkv.data) { /* fused: each output row is q | k | v */
         MATMUL(L->wqkv, c->xn, B, c->qkv);
         for (int64_t t = 0; t < B; t++) {
@@ -454,12 +500,25 @@ static int attn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
             memcpy(c->k + t * nk, r + nq, (size_t)nk * 4);
             memcpy(c->v + t * nv, r + nq + nk, (size_t)nv * 4);
         }
-    } else {
-        const model_mat *W[3] = {&L->wq, &L->wk, &L->wv};
-        float *const Y[3] = {c->q, c->k, c->v};
-        int rc = matmul_shared(c, W, Y, 3, c->xn, B, err);
-        if (rc) return rc;
+        return 0;
     }
+    const model_mat *W[3] = {&L->wq, &L->wk, &L->wv};
+    float *const Y[3] = {c->q, c->k, c->v};
+    return matmul_shared(c, W, Y, 3, c->xn, B, err);
+}
+
+/* x += Attention(RMSNorm(x)) for one layer. */
+static int attn_block(model_ctx *c, int64_t il, int64_t B, nd_err *err) {
+    const model_hparams *hp = &c->m->hp;
+    const model_layer *L = &c->m->layers[il];
+    const int64_t E = hp->n_embd, nq = hp->n_head * hp->head_dim_k,
+                  nk = hp->n_head_kv * hp->head_dim_k, nv = hp->n_head_kv * hp->head_dim_v;
+    rmsnorm_rows(c->xn, c->x, L->attn_norm, B, E, hp->rms_eps);
+    att_pf pf = {c, L, il};
+    if (B == 1 && nd_pool_size(c->pool) > 1) c->env.before = att_prefetch, c->env.before_user = &pf;
+    int rc = qkv_products(c, L, B, err);
+    c->env.before = NULL, c->env.before_user = NULL;
+    if (rc) return rc;
     if (B == 1) { /* decode: per KV group, prologue and attention on one thread each */
         attention(c, L, il, B);
     } else {

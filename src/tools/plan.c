@@ -125,7 +125,7 @@ static double measure_type_bw(uint32_t type, nd_pool *pool, const k_kernels *ker
     if (w && x && y) {
         memset(w, 0x11, row * (size_t)N); /* small normal scales and values: any bytes work */
         for (int64_t i = 0; i < K; i++) x[i] = (float)(i % 7) - 3.0f;
-        k_env env = {kern, pool, &sc};
+        k_env env = {.kern = kern, .pool = pool, .scratch = &sc};
         for (int rep = 0; rep < 4; rep++) {
             double t0 = nd_time_s();
             if (k_matmul(&env, type, w, K, N, x, 1, y, err)) break;
