@@ -339,21 +339,23 @@ static void head_prologue(model_ctx *c, const model_layer *L, int64_t il, int64_
     const float qs = hp->q_prescaled ? 1.0f / sqrtf((float)hdk) : 1.0f;
     for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
         float *q = c->q + (t * hp->n_head + h) * hdk;
-        if (L->bq)
-            for (int64_t i = 0; i < hdk; i++) q[i] += L->bq[h * hdk + i];
+        if (L->bq) add_bias(q, L->bq + h * hdk, 1, hdk);
         if (L->q_norm) rmsnorm(q, q, L->q_norm, hdk, hp->rms_eps);
         rope_head(c, q, t);
         if (hp->q_prescaled)
             for (int64_t i = 0; i < hdk; i++) q[i] *= qs;
     }
     float *k = c->k + (t * hp->n_head_kv + kvh) * hdk, *v = c->v + (t * hp->n_head_kv + kvh) * hdv;
-    if (L->bk)
-        for (int64_t i = 0; i < hdk; i++) k[i] += L->bk[kvh * hdk + i];
-    if (L->bv)
-        for (int64_t i = 0; i < hdv; i++) v[i] += L->bv[kvh * hdv + i];
+    if (L->bk) add_bias(k, L->bk + kvh * hdk, 1, hdk);
+    if (L->bv) add_bias(v, L->bv + kvh * hdv, 1, hdv);
     if (L->k_norm) rmsnorm(k, k, L->k_norm, hdk, hp->rms_eps);
     rope_head(c, k, t);
     kv_store_part(c, il, t, kvh * hdk, hdk, kvh * hdv, hdv);
+}
+
+/* The first cache position a token at pos attends (a sliding window, or 0). */
+static int64_t window_start(const model_hparams *hp, int64_t pos) {
+    return hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
 }
 
 /* One (token, KV head): softmax(q · K^T * scale) · V over the visible positions for the
@@ -365,7 +367,7 @@ static void att_group(model_ctx *c, const att_job *j, int64_t t, int64_t kvh, fl
     const int64_t nk = hp->n_head_kv * hdk, nv = hp->n_head_kv * hdv;
     const int64_t group = hp->n_head / hp->n_head_kv, h = kvh * group;
     const int64_t pos = c->t_pos[t];
-    const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0;
+    const int64_t j0 = window_start(hp, pos);
     const uint8_t *kc = k_rows(c, c->t_seq[t], j->il) + ((size_t)j0 * (size_t)nk + (size_t)kvh * (size_t)hdk) * c->kv_elt;
     const uint8_t *vc = v_rows(c, c->t_seq[t], j->il) + ((size_t)j0 * (size_t)nv + (size_t)kvh * (size_t)hdv) * c->kv_elt;
     const k_attend_fn attend = c->kv_type == ND_TYPE_F16 ? c->kern.vec.attend_f16 : c->kern.vec.attend_f32;
@@ -417,7 +419,7 @@ static void att_prefetch(void *user, int ith) {
     const model_hparams *hp = &c->m->hp;
     const int64_t hdk = hp->head_dim_k, hdv = hp->head_dim_v, group = hp->n_head / hp->n_head_kv;
     const int64_t rk = hp->n_head_kv * hdk, rv = hp->n_head_kv * hdv, pos = c->t_pos[0];
-    const int64_t j0 = hp->n_swa > 0 && pos >= hp->n_swa ? pos - hp->n_swa + 1 : 0; /* where attend starts */
+    const int64_t j0 = window_start(hp, pos); /* where attend starts */
     const int nth = nd_pool_size(c->pool);
     const uint8_t *kc = k_rows(c, c->t_seq[0], pf->il), *vc = v_rows(c, c->t_seq[0], pf->il);
     const size_t e = c->kv_elt, kb = (size_t)hdk * e, vb = (size_t)hdv * e; /* a head's row bytes */
